@@ -1,0 +1,68 @@
+"""Plain records that cross the engine boundary, so nothing outside `server/engine` touches vLLM types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """What the caller wants sampled; the engine turns it into its own sampling parameters."""
+
+    max_tokens: int | None = None
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    json_schema: dict[str, Any] | None = None
+    json_object: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A prompt after templating and tokenization, ready to hand to `generate`."""
+
+    token_ids: list[int]
+    engine_input: Any  # the engine's own rendered form; opaque outside the engine
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log probability and its most likely alternatives (best first)."""
+
+    token: str
+    logprob: float | None  # None for the first prompt token, which nothing predicts
+    top: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """What one choice (of `n`) produced since the previous step."""
+
+    index: int
+    text: str
+    token_count: int
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None  # "stop", "length" or "abort" once finished
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One engine output for a request: deltas of the choices that advanced."""
+
+    prompt_token_count: int
+    deltas: list[ChoiceDelta]
+    finished: bool
+    # Log probabilities of the prompt tokens, when asked for.
+    prompt_logprobs: list[TokenLogprob] | None = None

@@ -1,0 +1,202 @@
+"""`VllmEngine`: the one owner of vLLM's `AsyncLLM`, speaking only the records in `server.engine.types`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from vllm import AsyncEngineArgs, SamplingParams
+from vllm.platforms import current_platform
+from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
+from vllm.renderers import ChatParams, TokenizeParams
+from vllm.renderers.inputs.preprocess import parse_model_prompt
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.errors import EngineUnavailableError, InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _vllm_errors() -> Iterator[None]:
+    """Translate vLLM's exceptions into ours at the boundary."""
+    try:
+        yield
+    except EngineDeadError as err:
+        raise EngineUnavailableError("The engine has stopped; the server cannot serve.") from err
+    except VLLMValidationError as err:
+        raise InvalidRequestError(str(err.args[0]) if err.args else str(err), param=err.parameter) from err
+    except VLLMClientError as err:
+        raise InvalidRequestError(str(err)) from err
+    except GracefulHTTPError as err:
+        raise EngineUnavailableError(err.message) from err
+
+
+class VllmEngine:
+    """Serve one base model with vLLM's `AsyncLLM` (continuous batching, paged attention)."""
+
+    def __init__(self, llm: AsyncLLM, served_model_name: str) -> None:
+        self._llm = llm
+        self.served_model_name = served_model_name
+        self.max_model_len: int = llm.model_config.max_model_len
+        self.model_path: str = llm.model_config.model
+        # vLLM's CPU LoRA logits path fails on prompt logprobs (sampler indices sized for sampled
+        # tokens only) and takes the engine down with it, so such requests are refused up front.
+        self.supports_prompt_logprobs = not (llm.vllm_config.lora_config and current_platform.is_cpu())
+        # The model's generation_config defaults apply where a request leaves a field unset, as in vLLM.
+        self._defaults: dict[str, Any] = llm.model_config.get_diff_sampling_param()
+
+    @classmethod
+    def start(cls, engine_args: AsyncEngineArgs) -> VllmEngine:
+        """Create the engine (spawns vLLM's engine-core process and loads the model).
+
+        Args:
+            engine_args: vLLM's engine arguments, as parsed from the command line.
+
+        Returns:
+            The running engine.
+        """
+        llm = AsyncLLM.from_engine_args(engine_args)
+        names = engine_args.served_model_name
+        name = names[0] if isinstance(names, list) and names else names or engine_args.model
+        return cls(llm, str(name))
+
+    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
+        """Tokenize a completion prompt and check it fits the context with `max_tokens` more."""
+        renderer = self._llm.renderer
+        with _vllm_errors():
+            (engine_input,) = await renderer.render_cmpl_async(
+                [parse_model_prompt(self._llm.model_config, text)],
+                TokenizeParams(max_total_tokens=None, add_special_tokens=True),
+            )
+        return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
+
+    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
+        """Apply the tokenizer's chat template to `messages` and tokenize the result."""
+        renderer = self._llm.renderer
+        with _vllm_errors():
+            try:
+                _, (engine_input,) = await renderer.render_chat_async(
+                    [list(messages)],
+                    ChatParams(chat_template_content_format="string"),
+                    TokenizeParams(max_total_tokens=None, add_special_tokens=False),
+                )
+            except ValueError as err:  # e.g. the model has no chat template
+                raise InvalidRequestError(f"Cannot apply the chat template: {err}") from err
+        return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
+
+    def _sampling_params(self, spec: SamplingSpec, stream: bool) -> SamplingParams:
+        chosen = {
+            "temperature": spec.temperature,
+            "top_p": spec.top_p,
+            "top_k": spec.top_k,
+            "min_p": spec.min_p,
+            "presence_penalty": spec.presence_penalty,
+            "frequency_penalty": spec.frequency_penalty,
+            "repetition_penalty": spec.repetition_penalty,
+        }
+        values = {key: value for key, value in self._defaults.items() if key in chosen}
+        values.update({key: value for key, value in chosen.items() if value is not None})
+        structured = None
+        if spec.json_schema is not None:
+            structured = StructuredOutputsParams(json=spec.json_schema)
+        elif spec.json_object:
+            structured = StructuredOutputsParams(json_object=True)
+        return SamplingParams(
+            n=spec.n,
+            max_tokens=spec.max_tokens,
+            seed=spec.seed,
+            stop=spec.stop or None,
+            min_tokens=spec.min_tokens,
+            ignore_eos=spec.ignore_eos,
+            logprobs=spec.logprobs,
+            prompt_logprobs=spec.prompt_logprobs,
+            structured_outputs=structured,
+            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            **values,
+        )
+
+    async def generate(
+        self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
+    ) -> AsyncIterator[GenerationStep]:
+        """Generate for one prompt, yielding what each engine step added.
+
+        Args:
+            prompt: A prompt from `render_completion` or `render_chat`.
+            spec: Sampling wishes; `max_tokens` must already be resolved.
+            request_id: Unique id; `abort` takes the same id.
+            stream: True yields each step's delta; False yields once, at the end.
+
+        Yields:
+            One `GenerationStep` per engine output.
+
+        Raises:
+            InvalidRequestError: vLLM refused the parameters.
+            EngineUnavailableError: The engine is dead or refused admission.
+        """
+        with _vllm_errors():
+            params = self._sampling_params(spec, stream)
+            async for output in self._llm.generate(prompt.engine_input, params, request_id):
+                yield GenerationStep(
+                    prompt_token_count=len(output.prompt_token_ids or prompt.token_ids),
+                    deltas=[_choice_delta(choice, spec.logprobs) for choice in output.outputs],
+                    finished=output.finished,
+                    prompt_logprobs=self._prompt_logprobs(output, spec.prompt_logprobs),
+                )
+
+    def _prompt_logprobs(self, output: Any, top_k: int | None) -> list[TokenLogprob] | None:
+        if top_k is None or not output.prompt_logprobs:
+            return None
+        token_ids = output.prompt_token_ids
+        # Nothing predicts the first prompt token, so vLLM has no entry (and no decoded text) for it.
+        first = TokenLogprob(self._llm.get_tokenizer().decode(token_ids[:1]), None, [])
+        return [first] + [
+            _token_logprob(token_id, entry, top_k)
+            for token_id, entry in zip(token_ids[1:], output.prompt_logprobs[1:], strict=False)
+        ]
+
+    async def abort(self, request_id: str) -> None:
+        """Stop a request in the engine and free its KV blocks."""
+        await self._llm.abort(request_id)
+
+    async def check_health(self) -> None:
+        """Raise `EngineUnavailableError` unless the engine can serve."""
+        if self._llm.errored:
+            raise EngineUnavailableError("The engine has stopped; the server cannot serve.")
+        with _vllm_errors():
+            await self._llm.check_health()
+
+    def shutdown(self) -> None:
+        """Stop the engine-core process."""
+        self._llm.shutdown()
+
+
+def _token_logprob(token_id: int, entry: dict[int, Any], top_k: int) -> TokenLogprob:
+    chosen = entry[token_id]
+    ranked = sorted(entry.values(), key=lambda item: item.rank if item.rank is not None else 0)
+    top = [(item.decoded_token or "", float(item.logprob)) for item in ranked[:top_k]]
+    return TokenLogprob(chosen.decoded_token or "", float(chosen.logprob), top)
+
+
+def _choice_delta(choice: Any, top_k: int | None) -> ChoiceDelta:
+    logprobs = None
+    if top_k is not None and choice.logprobs is not None:
+        logprobs = [
+            _token_logprob(token_id, entry, top_k)
+            for token_id, entry in zip(choice.token_ids, choice.logprobs, strict=False)
+        ]
+    return ChoiceDelta(
+        index=choice.index,
+        text=choice.text,
+        token_count=len(choice.token_ids),
+        logprobs=logprobs,
+        finish_reason=choice.finish_reason,
+    )
+
+
+

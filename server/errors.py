@@ -1,0 +1,137 @@
+"""The server's exception tree and the one mapping from exceptions to OpenAI error bodies.
+
+Tree::
+
+    ServerError                      500 server_error
+    ├── InvalidRequestError          400 invalid_request_error
+    │   └── ContextLengthError       400 invalid_request_error, code context_length_exceeded
+    ├── AuthenticationError          401 authentication_error
+    ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
+    └── EngineUnavailableError       503 service_unavailable
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.protocol import (
+    UNSUPPORTED_CHAT_FIELDS,
+    UNSUPPORTED_COMPLETION_FIELDS,
+    ErrorDetail,
+    ErrorResponse,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ServerError(Exception):
+    """Base of every error the server answers with an OpenAI error body."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+    error_type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequestError(ServerError):
+    """The request body is well-formed JSON but asks for something invalid."""
+
+    status = HTTPStatus.BAD_REQUEST
+    error_type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt plus the requested output do not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(ServerError):
+    """The API key is missing or wrong."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(ServerError):
+    """The `model` field names nothing this server serves."""
+
+    status = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class EngineUnavailableError(ServerError):
+    """The engine cannot serve right now (starting, dead or shutting down)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    error_type = "service_unavailable"
+
+
+def error_body(status: int, message: str, error_type: str, param: str | None, code: str | None) -> dict:
+    """Build OpenAI's error body as a plain dict (also used inside SSE streams)."""
+    detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
+    return ErrorResponse(error=detail).model_dump()
+
+
+def server_error_body(exc: ServerError) -> dict:
+    """The OpenAI error body for one of our exceptions."""
+    return error_body(exc.status, exc.message, exc.error_type, exc.param, exc.code)
+
+
+def _json(status: int, body: dict) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """Turn pydantic's first error into OpenAI's one-line message and `param`."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    # Union members add their type name to the location; drop those to name the field itself.
+    loc = [part for part in loc if not part.startswith(("str", "list[", "constrained-str"))]
+    param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden" and param:
+        field = loc[-1]
+        if field in UNSUPPORTED_CHAT_FIELDS | UNSUPPORTED_COMPLETION_FIELDS:
+            return f"'{field}' is not supported by this server", param
+        return f"Unrecognized request argument supplied: {param}", param
+    if first.get("type") == "json_invalid":
+        return f"Request body is not valid JSON: {first.get('msg')}", None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return (f"{param}: {message}" if param else message), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error, ours or the framework's, answer with OpenAI's error body."""
+
+    @app.exception_handler(ServerError)
+    async def _ours(_: Request, exc: ServerError) -> JSONResponse:
+        return _json(exc.status, server_error_body(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return _json(400, error_body(400, message, "invalid_request_error", param, None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        body = error_body(exc.status_code, str(exc.detail), error_type, None, None)
+        return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Logged with the traceback here; the client gets a message without one.
+        logger.exception("unhandled error", exc_info=exc)
+        return _json(500, error_body(500, "Internal server error", "server_error", None, None))

@@ -1,0 +1,26 @@
+"""`GET /v1/models`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from server.auth import require_api_key
+from server.generation import EngineClient
+from server.protocol import ModelCard, ModelList
+from server.state import AppState, get_engine, get_state
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.get("/v1/models")
+async def list_models(
+    engine: EngineClient = Depends(get_engine), state: AppState = Depends(get_state)
+) -> ModelList:
+    """List the models this server serves."""
+    card = ModelCard(
+        id=engine.served_model_name,
+        created=int(state.started_at),
+        root=engine.model_path,
+        max_model_len=engine.max_model_len,
+    )
+    return ModelList(data=[card])
