@@ -83,7 +83,10 @@ class VllmEngine:
             try:
                 _, (engine_input,) = await renderer.render_chat_async(
                     [list(messages)],
-                    ChatParams(chat_template_content_format="string"),
+                    ChatParams(
+                        chat_template_content_format="string",
+                        chat_template_kwargs={"add_generation_prompt": True},
+                    ),
                     TokenizeParams(max_total_tokens=None, add_special_tokens=False),
                 )
             except ValueError as err:  # e.g. the model has no chat template
