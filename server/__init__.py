@@ -1,0 +1,1 @@
+"""The wattserve serving process."""

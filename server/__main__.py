@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(prog="wattserve", description="Energy-aware OpenAI-compatible LLM server on vLLM.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Serve a model over the OpenAI HTTP API.")
+    # vLLM's parser rewrites `serve --model X` into `serve X`, as for `vllm serve`: both spellings work.
+    serve.add_argument("model_tag", nargs="?", default=None, help="Model path or hub id (same as --model).")
     ours = serve.add_argument_group("wattserve")
     ours.add_argument("--host", default=None, help="Address to listen on (default 127.0.0.1).")
     ours.add_argument("--port", type=int, default=None, help="Port to listen on (default 8000).")
@@ -73,9 +75,17 @@ def use_default_model(args: argparse.Namespace, settings: ServerSettings) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wattserve` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as err:  # vLLM's parser reports some usage errors this way
+        parser.error(str(err))
+    if args.model_tag is not None:
+        args.model = args.model_tag
     settings = settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.model is None:
         use_default_model(args, settings)
     engine_args = engine_args_from(args)

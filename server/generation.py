@@ -21,19 +21,27 @@ class EngineClient(Protocol):
     model_path: str
     supports_prompt_logprobs: bool
 
-    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt: ...
+    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
+        """Tokenize a completion prompt."""
+        ...
 
-    async def render_chat(
-        self, messages: Sequence[dict[str, str]], max_tokens: int | None
-    ) -> PreparedPrompt: ...
+    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
+        """Apply the chat template and tokenize."""
+        ...
 
     def generate(
         self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
-    ) -> AsyncIterator[GenerationStep]: ...
+    ) -> AsyncIterator[GenerationStep]:
+        """Stream the steps of one generation."""
+        ...
 
-    async def abort(self, request_id: str) -> None: ...
+    async def abort(self, request_id: str) -> None:
+        """Stop a request and free its KV blocks."""
+        ...
 
-    async def check_health(self) -> None: ...
+    async def check_health(self) -> None:
+        """Raise unless the engine can serve."""
+        ...
 
 
 @dataclass
@@ -82,8 +90,15 @@ def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len:
     return requested
 
 
-def _spec(body: SamplingFields, max_tokens: int, logprobs: int | None, prompt_logprobs: int | None,
-          json_schema: dict | None = None, json_object: bool = False) -> SamplingSpec:
+def _spec(
+    body: SamplingFields,
+    max_tokens: int,
+    *,
+    logprobs: int | None,
+    prompt_logprobs: int | None,
+    json_schema: dict | None = None,
+    json_object: bool = False,
+) -> SamplingSpec:
     return SamplingSpec(
         max_tokens=max_tokens,
         n=body.n,
@@ -105,7 +120,9 @@ def _spec(body: SamplingFields, max_tokens: int, logprobs: int | None, prompt_lo
     )
 
 
-async def prepare_chat(engine: EngineClient, body: ChatCompletionRequest) -> tuple[PreparedPrompt, SamplingSpec]:
+async def prepare_chat(
+    engine: EngineClient, body: ChatCompletionRequest
+) -> tuple[PreparedPrompt, SamplingSpec]:
     """Template and tokenize a chat request, check its length and build its sampling spec."""
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
     prompt = await engine.render_chat(messages, body.max_output_tokens)
@@ -118,7 +135,14 @@ async def prepare_chat(engine: EngineClient, body: ChatCompletionRequest) -> tup
     elif body.response_format is not None:
         json_object = body.response_format.type == "json_object"
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    return prompt, _spec(body, max_tokens, logprobs, None, json_schema, json_object)
+    return prompt, _spec(
+        body,
+        max_tokens,
+        logprobs=logprobs,
+        prompt_logprobs=None,
+        json_schema=json_schema,
+        json_object=json_object,
+    )
 
 
 async def prepare_completion(
@@ -137,7 +161,7 @@ async def prepare_completion(
     for prompt in prompts:
         resolved = resolve_max_tokens(len(prompt.token_ids), body.max_tokens, engine.max_model_len, "prompt")
         max_tokens = resolved if max_tokens is None else min(max_tokens, resolved)
-    return prompts, _spec(body, max_tokens or 1, body.logprobs, prompt_logprobs)
+    return prompts, _spec(body, max_tokens or 1, logprobs=body.logprobs, prompt_logprobs=prompt_logprobs)
 
 
 async def run_generation(

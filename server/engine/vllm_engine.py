@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
-from vllm.platforms import current_platform
 from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
+from vllm.platforms import current_platform
 from vllm.renderers import ChatParams, TokenizeParams
 from vllm.renderers.inputs.preprocess import parse_model_prompt
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -200,6 +200,3 @@ def _choice_delta(choice: Any, top_k: int | None) -> ChoiceDelta:
         logprobs=logprobs,
         finish_reason=choice.finish_reason,
     )
-
-
-

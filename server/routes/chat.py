@@ -21,9 +21,11 @@ from server.protocol import (
     ChatCompletionResponse,
     ChatDelta,
     ChatLogprobs,
-    TokenLogprob as WireTokenLogprob,
     TopLogprob,
     Usage,
+)
+from server.protocol import (
+    TokenLogprob as WireTokenLogprob,
 )
 from server.routes.common import check_model, new_request_id, prepend, until_disconnected
 from server.sse import DONE, sse_event
@@ -64,9 +66,7 @@ async def create_chat_completion(
         steps = run_generation(engine, request_id, [prompt], spec, stream=True)
         # The first step comes before the headers, so a parameter the engine refuses is still a 400.
         _, first = await anext(steps)
-        return StreamingResponse(
-            _stream(body, request_id, first, steps), media_type="text/event-stream"
-        )
+        return StreamingResponse(_stream(body, request_id, first, steps), media_type="text/event-stream")
     result = await until_disconnected(request, collect(engine, request_id, [prompt], spec))
     if isinstance(result, Response):
         return result
@@ -100,10 +100,14 @@ async def _stream(
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
         return sse_event(
-            ChatCompletionChunk(id=request_id, created=created, model=body.model, choices=choices, usage=usage)
+            ChatCompletionChunk(
+                id=request_id, created=created, model=body.model, choices=choices, usage=usage
+            )
         )
 
-    yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)])
+    yield chunk(
+        [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)]
+    )
     prompt_tokens, completion_tokens = first.prompt_token_count, 0
     try:
         async for _, step in prepend((0, first), steps):
@@ -123,8 +127,10 @@ async def _stream(
                 yield chunk(choices)
         if body.include_usage:
             total = prompt_tokens + completion_tokens
-            yield chunk([], Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                  total_tokens=total))
+            yield chunk(
+                [],
+                Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=total),
+            )
     except ServerError as err:
         yield sse_event(server_error_body(err))
     finally:

@@ -59,7 +59,9 @@ async def create_completion(
                 logprob_entries = echoed + logprob_entries
         logprobs = None if logprob_entries is None else completion_logprobs(logprob_entries, 0)
         choices.append(
-            CompletionChoice(index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason)
+            CompletionChoice(
+                index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
+            )
         )
     return CompletionResponse(
         id=request_id,
@@ -109,14 +111,22 @@ async def _stream(
                 offsets[index] += len(text)
                 if text or delta.finish_reason or logprobs:
                     choices.append(
-                        CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason)
+                        CompletionChoice(
+                            index=index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
+                        )
                     )
             if choices:
                 yield chunk(choices)
         if body.include_usage:
             total_prompt = sum(prompt_tokens)
-            yield chunk([], Usage(prompt_tokens=total_prompt, completion_tokens=completion_tokens,
-                                  total_tokens=total_prompt + completion_tokens))
+            yield chunk(
+                [],
+                Usage(
+                    prompt_tokens=total_prompt,
+                    completion_tokens=completion_tokens,
+                    total_tokens=total_prompt + completion_tokens,
+                ),
+            )
     except ServerError as err:
         yield sse_event(server_error_body(err))
     finally:

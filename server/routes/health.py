@@ -41,5 +41,3 @@ async def metrics() -> Response:
     """Prometheus exposition of vLLM's engine metrics."""
     # vLLM registers its `vllm:*` collectors on the process-wide registry; it is read, never written, here.
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-

@@ -54,7 +54,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = _free_port()
     log_path = root / "server.log"
     env = {**os.environ, "WATTSERVE_CACHE_DIR": str(root / "cache")}
-    command = [sys.executable, "-m", "server", "serve", "--port", str(port), "--api-key", API_KEY, *ENGINE_FLAGS]
+    command = [
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--port",
+        str(port),
+        "--api-key",
+        API_KEY,
+        *ENGINE_FLAGS,
+    ]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     base_url = f"http://127.0.0.1:{port}"

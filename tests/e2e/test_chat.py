@@ -40,7 +40,11 @@ def test_max_tokens_caps_output_with_finish_reason_length(client: openai.OpenAI)
 
 def test_max_completion_tokens_is_honoured_over_max_tokens(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=20, max_completion_tokens=3, temperature=0,
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=20,
+        max_completion_tokens=3,
+        temperature=0,
         extra_body={"ignore_eos": True},
     )
     assert response.usage.completion_tokens == 3
@@ -52,19 +56,28 @@ def test_temperature_zero_is_deterministic(client: openai.OpenAI) -> None:
 
 def test_stream_concatenates_to_the_non_streamed_text_and_ends_with_usage(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=24, temperature=0, stream=True,
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == greedy(client)
-    finish = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason]
+    finish = [
+        chunk.choices[0].finish_reason for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason
+    ]
     assert finish in (["stop"], ["length"])
     usage_chunk = chunks[-1]
     assert usage_chunk.choices == []
     assert usage_chunk.usage.completion_tokens > 0
-    assert usage_chunk.usage.total_tokens == usage_chunk.usage.prompt_tokens + usage_chunk.usage.completion_tokens
+    assert (
+        usage_chunk.usage.total_tokens
+        == usage_chunk.usage.prompt_tokens + usage_chunk.usage.completion_tokens
+    )
     assert all(chunk.usage is None for chunk in chunks[:-1])
 
 
@@ -76,17 +89,27 @@ def test_stream_without_include_usage_sends_no_usage_chunk(client: openai.OpenAI
 
 def test_n_returns_that_many_choices(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=6, n=3, temperature=1.0, seed=7, extra_body={"ignore_eos": True}
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        n=3,
+        temperature=1.0,
+        seed=7,
+        extra_body={"ignore_eos": True},
     )
     assert sorted(choice.index for choice in response.choices) == [0, 1, 2]
     assert response.usage.completion_tokens == 3 * 6
 
 
 def test_n_streamed_covers_every_index(client: openai.OpenAI) -> None:
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=6, n=2, temperature=1.0, seed=3, stream=True
-    ))
-    finished = {chunk.choices[0].index for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason}
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=6, n=2, temperature=1.0, seed=3, stream=True
+        )
+    )
+    finished = {
+        chunk.choices[0].index for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason
+    }
     assert finished == {0, 1}
 
 
@@ -105,7 +128,8 @@ def test_tiny_top_p_reduces_sampling_to_greedy(client: openai.OpenAI) -> None:
 def test_stop_string_cuts_output_before_it(client: openai.OpenAI) -> None:
     full = greedy(client, max_tokens=40)
     stop = full[10:13]
-    assert stop and stop in full
+    assert stop
+    assert stop in full
     response = client.chat.completions.create(
         model=MODEL, messages=MESSAGES, max_tokens=40, temperature=0, stop=stop
     )
@@ -116,9 +140,13 @@ def test_stop_string_cuts_output_before_it(client: openai.OpenAI) -> None:
 def test_stop_list_stops_at_the_first_match(client: openai.OpenAI) -> None:
     full = greedy(client, max_tokens=40)
     stops = [full[20:23], full[8:11]]
-    content = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=40, temperature=0, stop=stops
-    ).choices[0].message.content
+    content = (
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, max_tokens=40, temperature=0, stop=stops
+        )
+        .choices[0]
+        .message.content
+    )
     assert content == full[: min(full.index(s) for s in stops)]
 
 
@@ -129,7 +157,12 @@ def test_penalties_change_greedy_output(client: openai.OpenAI, field: str) -> No
 
 def test_logprobs_and_top_logprobs(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3,
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
         extra_body={"ignore_eos": True},
     )
     content = response.choices[0].logprobs.content
@@ -139,13 +172,18 @@ def test_logprobs_and_top_logprobs(client: openai.OpenAI) -> None:
         assert len(entry.top_logprobs) == 3
         # Greedy: the sampled token is the most likely one.
         assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)
-        assert [t.logprob for t in entry.top_logprobs] == sorted((t.logprob for t in entry.top_logprobs), reverse=True)
+        assert [t.logprob for t in entry.top_logprobs] == sorted(
+            (t.logprob for t in entry.top_logprobs), reverse=True
+        )
     assert "".join(entry.token for entry in content) == response.choices[0].message.content
 
 
 def test_response_format_json_schema_constrains_output(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
-        model=MODEL, messages=MESSAGES, max_tokens=30, temperature=0,
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=30,
+        temperature=0,
         response_format={
             "type": "json_schema",
             "json_schema": {"name": "verdict", "schema": {"type": "string", "enum": ["yes", "no"]}},
@@ -170,6 +208,11 @@ def test_user_field_is_accepted(client: openai.OpenAI) -> None:
 
 
 def test_content_parts_are_joined_like_a_plain_string(client: openai.OpenAI) -> None:
-    parts = [{"role": "system", "content": "You are terse."},
-             {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "something."}]}]
+    parts = [
+        {"role": "system", "content": "You are terse."},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "something."}],
+        },
+    ]
     assert greedy(client, messages=parts) == greedy(client)

@@ -42,8 +42,15 @@ def test_list_of_prompts_gives_one_choice_each_in_order(client: openai.OpenAI) -
 
 
 def test_list_of_prompts_with_n(client: openai.OpenAI) -> None:
-    response = complete(client, prompt=[PROMPT, "Other"], n=2, temperature=1.0, seed=1, max_tokens=4,
-                        extra_body={"ignore_eos": True})
+    response = complete(
+        client,
+        prompt=[PROMPT, "Other"],
+        n=2,
+        temperature=1.0,
+        seed=1,
+        max_tokens=4,
+        extra_body={"ignore_eos": True},
+    )
     assert sorted(choice.index for choice in response.choices) == [0, 1, 2, 3]
     assert response.usage.completion_tokens == 16
 
@@ -74,7 +81,8 @@ def test_stream_matches_non_streamed_text_and_ends_with_usage(client: openai.Ope
     chunks = list(complete(client, stream=True, stream_options={"include_usage": True}))
     text = "".join(chunk.choices[0].text for chunk in chunks if chunk.choices)
     assert text == complete(client).choices[0].text
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens > 0
 
 
 def test_streamed_list_of_prompts_with_echo(client: openai.OpenAI) -> None:

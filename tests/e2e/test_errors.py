@@ -16,7 +16,8 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"] and "Traceback" not in error["message"]
+    assert error["message"]
+    assert "Traceback" not in error["message"]
     if param is not None:
         assert error["param"] == param
     assert text.lower() in error["message"].lower()
@@ -65,7 +66,9 @@ def test_missing_required_field_is_400(server: Server) -> None:
 
 def test_body_that_is_not_json_is_400(server: Server) -> None:
     with server.http() as http:
-        response = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+        response = http.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
     assert_error(response, 400)
 
 
@@ -84,7 +87,11 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize("key", [None, "wrong-key"])
 def test_missing_or_wrong_key_is_401(server: Server, key: str | None) -> None:
     with server.http(key=key) as http:
-        for path, method in [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/models", "GET")]:
+        for path, method in [
+            ("/v1/chat/completions", "POST"),
+            ("/v1/completions", "POST"),
+            ("/v1/models", "GET"),
+        ]:
             response = http.request(method, path, json=CHAT if method == "POST" else None)
             assert_error(response, 401)
 

@@ -20,7 +20,9 @@ REQUESTS = [
 ]
 
 
-def test_temperature_zero_output_equals_offline_llm(client: openai.OpenAI, server: Server, tmp_path: Path) -> None:
+def test_temperature_zero_output_equals_offline_llm(
+    client: openai.OpenAI, server: Server, tmp_path: Path
+) -> None:
     served = []
     for request in REQUESTS:
         if "messages" in request:
@@ -33,7 +35,10 @@ def test_temperature_zero_output_equals_offline_llm(client: openai.OpenAI, serve
     script = Path(__file__).with_name("offline_reference.py")
     result = subprocess.run(
         [sys.executable, str(script), str(server.model_dir), str(requests_path), str(tmp_path / "out.json")],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     offline = json.loads((tmp_path / "out.json").read_text())

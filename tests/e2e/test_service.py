@@ -24,7 +24,8 @@ def test_health_and_version_need_no_key(server: Server) -> None:
     with server.http(key=None) as http:
         assert http.get("/health").status_code == 200
         versions = http.get("/version").json()
-    assert versions["version"] and versions["vllm_version"] == "0.32.0"
+    assert versions["version"]
+    assert versions["vllm_version"] == "0.32.0"
 
 
 def _aborted_total(http: httpx.Client) -> float:

@@ -1,0 +1,1 @@
+"""The adapter catalogue: find, validate, version and track LoRA adapters."""

