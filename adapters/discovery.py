@@ -1,0 +1,47 @@
+"""Find adapter directories under a folder: each sub-folder `name` or `name@version` is one adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.validation import CONFIG_FILE
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """An adapter found on disk or named on the command line, not yet validated."""
+
+    name: str
+    path: str
+    version: str | None = None
+
+
+def spec_from_folder(folder: Path) -> AdapterSpec:
+    """The spec a folder stands for: `name@version` gives both, a plain name no version."""
+    name, _, version = folder.name.partition("@")
+    return AdapterSpec(name=name, path=str(folder.resolve()), version=version or None)
+
+
+def scan(directory: Path) -> list[AdapterSpec]:
+    """Every sub-folder of `directory` holding an `adapter_config.json`, in name order."""
+    if not directory.is_dir():
+        return []
+    return [
+        spec_from_folder(child)
+        for child in sorted(directory.iterdir())
+        if child.is_dir() and (child / CONFIG_FILE).is_file()
+    ]
+
+
+def parse_lora_module(value: str) -> AdapterSpec:
+    """Parse vLLM's `--lora-modules name=path` form (a JSON object is accepted too)."""
+    import json  # noqa: PLC0415
+
+    if value.lstrip().startswith("{"):
+        data = json.loads(value)
+        return AdapterSpec(name=data["name"], path=data["path"])
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--lora-modules expects name=path, got {value!r}")
+    return AdapterSpec(name=name, path=path)

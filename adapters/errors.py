@@ -1,0 +1,55 @@
+"""Adapter errors, in one tree.
+
+Tree::
+
+AdapterError
+├── AdapterValidationError   the adapter is refused before the engine sees it (carries a Reason)
+├── AdapterNotFoundError     no ready adapter has that name
+└── AdapterLoadError         the engine refused an adapter that passed validation
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(str, enum.Enum):
+    """Why an adapter was refused; stable strings clients can match on."""
+
+    BAD_NAME = "bad_name"
+    PATH_NOT_FOUND = "path_not_found"
+    OUTSIDE_ROOTS = "outside_allowed_roots"
+    SYMLINK_ESCAPE = "symlink_escape"
+    PARENT_REFERENCE = "parent_reference"
+    MALFORMED_CONFIG = "malformed_adapter_config"
+    NOT_LORA = "not_a_lora_adapter"
+    PICKLE_WEIGHTS = "pickle_weights_refused"
+    MISSING_WEIGHTS = "missing_weights"
+    CORRUPT_WEIGHTS = "corrupt_safetensors"
+    RANK_TOO_LARGE = "rank_above_max"
+    BASE_MODEL_MISMATCH = "base_model_mismatch"
+    MISSING_TARGET_MODULE = "missing_target_module"
+
+
+class AdapterError(Exception):
+    """Base of every adapter error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AdapterValidationError(AdapterError):
+    """The adapter was refused before the engine saw it."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AdapterNotFoundError(AdapterError):
+    """No ready adapter has that name."""
+
+
+class AdapterLoadError(AdapterError):
+    """The engine refused an adapter that passed validation."""

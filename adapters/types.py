@@ -1,0 +1,49 @@
+"""Adapter records: the immutable `AdapterRef` handed to the engine, and the lifecycle states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AdapterState(str, enum.Enum):
+    """Where an adapter version is in its life: loading → ready → draining → unloaded, or failed."""
+
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    UNLOADED = "unloaded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """What validation read from an adapter directory."""
+
+    path: Path
+    base_model: str | None
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """One loaded version of an adapter. Immutable; `adapter_id` is never reused in a process."""
+
+    name: str
+    version: str
+    adapter_id: int
+    facts: AdapterFacts
+
+    @property
+    def engine_name(self) -> str:
+        """The engine-side name: unique per version, so no cache entry of one version serves another."""
+        return f"{self.name}@{self.version}#{self.adapter_id}"
+
+    @property
+    def path(self) -> Path:
+        """The adapter's directory."""
+        return self.facts.path
