@@ -1,0 +1,66 @@
+"""The CPU LoRA fix: base-model rows (index -1) get no adapter delta; adapter rows are unchanged."""
+
+from __future__ import annotations
+
+import torch
+from vllm.lora.ops.torch_ops import lora_ops
+
+from server.engine import cpu_lora_fix
+
+SLOTS, RANK, HIDDEN, TOKENS = 3, 4, 8, 5
+# Taken before any test calls register(), which patches vLLM's module in place.
+UNPATCHED_SHRINK = lora_ops.bgmv_shrink
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(TOKENS, HIDDEN, generator=generator)
+    lora_a = torch.randn(SLOTS, 1, RANK, HIDDEN, generator=generator)
+    indices = torch.tensor([-1, 0, 2, -1, 1])
+    return x, lora_a, indices
+
+
+def shrink(op) -> torch.Tensor:  # noqa: ANN001
+    x, lora_a, indices = inputs()
+    out = torch.zeros(TOKENS, RANK)
+    op(x, lora_a, out, indices, 1.0)
+    return out
+
+
+def test_vllm_op_gives_base_rows_the_last_adapter_delta() -> None:
+    # The bug the fix exists for; if this starts failing, upstream fixed it and the plugin can go.
+    assert UNPATCHED_SHRINK is not cpu_lora_fix.bgmv_shrink
+    assert shrink(UNPATCHED_SHRINK)[0].abs().sum() > 0
+
+
+def test_fixed_shrink_zeroes_base_rows_and_keeps_adapter_rows() -> None:
+    fixed = shrink(cpu_lora_fix.bgmv_shrink)
+    assert torch.equal(fixed[0], torch.zeros(RANK))
+    assert torch.equal(fixed[3], torch.zeros(RANK))
+    x, lora_a, indices = inputs()
+    for row in (1, 2, 4):
+        expected = lora_a[indices[row], 0] @ x[row]
+        torch.testing.assert_close(fixed[row], expected)
+
+
+def test_fixed_expand_adds_nothing_to_base_rows() -> None:
+    generator = torch.Generator().manual_seed(1)
+    buffer = torch.randn(TOKENS, RANK, generator=generator)
+    lora_b = torch.randn(SLOTS, 1, HIDDEN, RANK, generator=generator)
+    indices = torch.tensor([-1, 0, 2, -1, 1])
+    out = torch.ones(TOKENS, HIDDEN)
+    cpu_lora_fix.bgmv_expand(buffer, lora_b, out, indices, add_inputs=True)
+    assert torch.equal(out[0], torch.ones(HIDDEN))
+    assert not torch.equal(out[1], torch.ones(HIDDEN))
+    sliced = torch.ones(TOKENS, 2 * HIDDEN)
+    cpu_lora_fix.bgmv_expand_slice(buffer, lora_b, sliced, indices, HIDDEN, HIDDEN, add_inputs=True)
+    assert torch.equal(sliced[3], torch.ones(2 * HIDDEN))
+    assert torch.equal(sliced[:, :HIDDEN], torch.ones(TOKENS, HIDDEN))
+
+
+def test_register_patches_where_the_cpu_punica_wrapper_looks() -> None:
+    from vllm.lora.punica_wrapper import punica_cpu  # noqa: PLC0415
+
+    cpu_lora_fix.register()
+    assert punica_cpu.bgmv_shrink is cpu_lora_fix.bgmv_shrink
+    assert lora_ops.bgmv_expand is cpu_lora_fix.bgmv_expand
