@@ -1,0 +1,1 @@
+"""Energy: meters, the sampler thread, attribution to requests, carbon."""

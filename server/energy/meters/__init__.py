@@ -1,0 +1,1 @@
+"""Energy meters: one module per source, all behind the `EnergyMeter` protocol."""

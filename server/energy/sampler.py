@@ -1,0 +1,65 @@
+"""The sampler: a background thread that reads the meter periodically, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from server.energy.meters.base import EnergyMeter, EnergyMeterError
+
+logger = logging.getLogger(__name__)
+
+Reading = tuple[float, list[float]]  # (monotonic seconds, cumulative joules per device)
+
+
+class EnergySampler:
+    """Reads `meter` every `period_s` on its own thread and hands each reading to `on_reading` on the loop."""
+
+    def __init__(
+        self,
+        meter: EnergyMeter,
+        on_reading: Callable[[Reading], None],
+        loop: asyncio.AbstractEventLoop,
+        period_s: float = 0.1,
+    ) -> None:
+        self._meter = meter
+        self._on_reading = on_reading
+        self._loop = loop
+        self._period_s = period_s
+        self._lock = threading.Lock()  # meters keep state between reads
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wattserve-energy-sampler", daemon=True)
+
+    def start(self) -> None:
+        """Take a first reading and start the thread."""
+        self._on_reading(self._read())
+        self._thread.start()
+
+    def _read(self) -> Reading:
+        with self._lock:
+            return time.monotonic(), self._meter.read_joules()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            try:
+                reading = self._read()
+            except EnergyMeterError:
+                logger.exception("energy meter read failed")
+                continue
+            self._loop.call_soon_threadsafe(self._on_reading, reading)
+
+    async def read_now(self) -> Reading:
+        """A reading taken now on a worker thread, so a finishing request need not wait for the next tick."""
+        reading = await asyncio.to_thread(self._read)
+        self._on_reading(reading)
+        return reading
+
+    def stop(self) -> None:
+        """Stop the thread and close the meter."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._meter.close()
