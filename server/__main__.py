@@ -32,7 +32,42 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--api-key", default=None, help="Require this bearer key on /v1 routes.")
     ours.add_argument("--cache-dir", default=None, help="Where the embedded default model is built.")
     ours.add_argument(
+        "--admin-key", default=None, help="Require this key (and not --api-key) to manage adapters."
+    )
+    ours.add_argument(
+        "--adapter-root",
+        action="append",
+        default=None,
+        help="Directory adapters may be loaded from (repeatable).",
+    )
+    ours.add_argument("--adapter-dir", default=None, help="Load every adapter folder here at startup.")
+    ours.add_argument(
+        "--lora-modules",
+        nargs="+",
+        action="extend",
+        default=None,
+        help="Adapters as name=path (vLLM's form).",
+    )
+    ours.add_argument(
+        "--watch-adapters",
+        action="store_true",
+        default=None,
+        help="Follow --adapter-dir: load/unload on changes.",
+    )
+    ours.add_argument(
         "--uvicorn-log-level", default=None, choices=["debug", "info", "warning", "error", "critical"]
+    )
+    energy = serve.add_argument_group("energy")
+    energy.add_argument("--energy-meter", default=None, choices=["auto", "nvml", "rapl", "estimated", "none"])
+    energy.add_argument(
+        "--energy-sample-period", type=float, default=None, help="Seconds between meter reads."
+    )
+    energy.add_argument("--prefill-energy-weight", type=float, default=None, help="Weight of a prompt token.")
+    energy.add_argument("--decode-energy-weight", type=float, default=None, help="Weight of an output token.")
+    energy.add_argument("--grid-intensity", type=float, default=None, help="gCO2e per kWh (default 475).")
+    energy.add_argument("--pue", type=float, default=None, help="Power usage effectiveness (default 1.0).")
+    energy.add_argument(
+        "--estimated-watts-per-core", type=float, default=None, help="Watts per busy core for the estimate."
     )
     add_engine_args(serve)
     return parser
@@ -48,6 +83,18 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             "api_key": args.api_key,
             "cache_dir": args.cache_dir,
             "log_level": args.uvicorn_log_level,
+            "admin_key": args.admin_key,
+            "adapter_roots": args.adapter_root,
+            "adapter_dir": args.adapter_dir,
+            "lora_modules": args.lora_modules,
+            "watch_adapters": args.watch_adapters,
+            "energy_meter": args.energy_meter,
+            "energy_sample_period_s": args.energy_sample_period,
+            "prefill_energy_weight": args.prefill_energy_weight,
+            "decode_energy_weight": args.decode_energy_weight,
+            "grid_intensity_g_per_kwh": args.grid_intensity,
+            "pue": args.pue,
+            "estimated_watts_per_core": args.estimated_watts_per_core,
         }.items()
         if value is not None
     }
@@ -62,6 +109,12 @@ def use_default_model(args: argparse.Namespace, settings: ServerSettings) -> Non
     if args.dtype == "auto":
         # float32 as generated: vLLM's CPU default (bfloat16) would make greedy output less stable.
         args.dtype = "float32"
+    if args.enable_lora is None:
+        # Serve the demo adapters; four slots let base and both demos share batches.
+        args.enable_lora, args.max_lora_rank, args.max_loras = True, 8, 4
+        args.max_cpu_loras = args.max_cpu_loras or 16
+        settings.adapter_roots.append(default.adapters_dir)
+        settings.lora_modules.extend(f"{name}={path}" for name, path in default.adapter_dirs.items())
     if args.kv_cache_memory_bytes is None:
         args.kv_cache_memory_bytes = DEFAULT_MODEL_KV_CACHE_BYTES
     logger.warning(
@@ -88,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.model is None:
         use_default_model(args, settings)
+    if (settings.lora_modules or settings.adapter_dir) and args.enable_lora is None:
+        args.enable_lora = True
     engine_args = engine_args_from(args)
 
     def start_engine():  # noqa: ANN202 - the concrete type lives behind the vLLM import

@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
+from server.accounting import Accounting
+from server.energy.carbon import CarbonModel
+from server.energy.ledger import EnergyLedger
+from server.energy.meters.base import EnergyMeter
+from server.energy.meters.select import open_meter
 from server.errors import install_error_handlers
 from server.generation import EngineClient
 from server.lifespan import make_lifespan
-from server.routes import chat, completions, health, models
+from server.metrics import BASE_LABEL, ServerMetrics
+from server.routes import adapters, chat, completions, energy, health, models
 from server.settings import ServerSettings
 from server.state import AppState
 
@@ -22,6 +29,7 @@ def create_app(
     settings: ServerSettings,
     start_engine: Callable[[], EngineClient],
     stop_engine: Callable[[EngineClient], None] = _no_stop,
+    meter: EnergyMeter | None = None,
 ) -> FastAPI:
     """Build the FastAPI application.
 
@@ -29,18 +37,36 @@ def create_app(
         settings: The server's own settings.
         start_engine: Called once at startup; returns the engine to serve with.
         stop_engine: Called once at shutdown with that engine.
+        meter: The energy meter; by default the one `settings.energy_meter` names.
 
     Returns:
         The application, ready for uvicorn or an ASGI test transport.
     """
-    state = AppState(api_key=settings.api_key)
+    if meter is None:
+        meter = open_meter(
+            settings.energy_meter,
+            cuda_visible_devices=settings.cuda_visible_devices,
+            watts_per_core=settings.estimated_watts_per_core,
+        )
+    carbon = CarbonModel(settings.grid_intensity_g_per_kwh, settings.pue)
+    registry = CollectorRegistry()
+    accounting = Accounting(
+        ServerMetrics(registry, meter.source, carbon.grams(1.0)),
+        EnergyLedger(settings.prefill_energy_weight, settings.decode_energy_weight),
+        carbon,
+        meter.source,
+        list(meter.devices),
+    )
+    accounting.metrics.adapter_added(BASE_LABEL)
+    state = AppState(api_key=settings.api_key, admin_key=settings.admin_key, accounting=accounting)
+    state.registry = registry
     app = FastAPI(
         title="wattserve",
         summary="OpenAI-compatible LLM server on vLLM with energy per token",
-        lifespan=make_lifespan(state, start_engine, stop_engine),
+        lifespan=make_lifespan(state, settings, start_engine, stop_engine, meter),
     )
     app.state.wattserve = state
     install_error_handlers(app)
-    for module in (chat, completions, models, health):
+    for module in (chat, completions, models, adapters, energy, health):
         app.include_router(module.router)
     return app

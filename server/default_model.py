@@ -44,6 +44,11 @@ class DefaultModel:
     model_dir: Path
     adapter_dirs: dict[str, Path]
 
+    @property
+    def adapters_dir(self) -> Path:
+        """The folder holding the demo adapters."""
+        return next(iter(self.adapter_dirs.values())).parent
+
 
 def ensure_default_model(cache_dir: Path) -> DefaultModel:
     """Return the embedded model, building it first if the cache does not hold it.

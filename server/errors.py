@@ -8,6 +8,9 @@ Tree::
     ├── AuthenticationError          401 authentication_error
     ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
     └── EngineUnavailableError       503 service_unavailable
+
+Adapter errors (`adapters.errors`) map here too: not found → 404; refused or failed load → 400 with
+the refusal reason as `code`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.errors import AdapterError, AdapterNotFoundError, AdapterValidationError
 from server.protocol import (
     UNSUPPORTED_CHAT_FIELDS,
     UNSUPPORTED_COMPLETION_FIELDS,
@@ -118,6 +122,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServerError)
     async def _ours(_: Request, exc: ServerError) -> JSONResponse:
         return _json(exc.status, server_error_body(exc))
+
+    @app.exception_handler(AdapterError)
+    async def _adapter(_: Request, exc: AdapterError) -> JSONResponse:
+        if isinstance(exc, AdapterNotFoundError):
+            return _json(
+                404, error_body(404, exc.message, "invalid_request_error", "model", "model_not_found")
+            )
+        code = exc.reason.value if isinstance(exc, AdapterValidationError) else "adapter_load_failed"
+        return _json(400, error_body(400, exc.message, "invalid_request_error", None, code))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from adapters.types import AdapterRef
+from server.accounting import Accounting, EnergyFigures, RequestTracker
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import ContextLengthError, InvalidRequestError
+from server.metrics import Status
 from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 
 
@@ -30,7 +33,12 @@ class EngineClient(Protocol):
         ...
 
     def generate(
-        self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
+        self,
+        prompt: PreparedPrompt,
+        spec: SamplingSpec,
+        request_id: str,
+        *,
+        adapter: AdapterRef | None = None,
     ) -> AsyncIterator[GenerationStep]:
         """Stream the steps of one generation."""
         ...
@@ -67,6 +75,29 @@ class GenerationResult:
     def completion_tokens(self) -> int:
         """Output tokens over all choices."""
         return sum(choice.token_count for choice in self.choices)
+
+
+@dataclass
+class Books:
+    """The accounting of one HTTP request: one tracker per engine request it makes."""
+
+    accounting: Accounting
+    adapter: str
+    trackers: list[RequestTracker] = field(default_factory=list)
+    closed: bool = False
+
+    def begin(self, request_id: str) -> RequestTracker:
+        """Open the books of one engine request."""
+        tracker = self.accounting.begin(request_id, self.adapter)
+        self.trackers.append(tracker)
+        return tracker
+
+    async def close(self, status: Status) -> EnergyFigures | None:
+        """Close every tracker once; later calls return None."""
+        if self.closed:
+            return None
+        self.closed = True
+        return await self.accounting.end(self.trackers, status)
 
 
 def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len: int, what: str) -> int:
@@ -170,7 +201,8 @@ async def run_generation(
     prompts: Sequence[PreparedPrompt],
     spec: SamplingSpec,
     *,
-    stream: bool,
+    adapter: AdapterRef | None = None,
+    books: Books | None = None,
 ) -> AsyncIterator[tuple[int, GenerationStep]]:
     """Generate for every prompt at once, yielding `(prompt index, step)` as steps arrive.
 
@@ -178,14 +210,16 @@ async def run_generation(
     goes away frees its KV blocks at once.
     """
     if len(prompts) == 1:
-        async for step in _generate_one(engine, prompts[0], spec, request_id, stream):
+        async for step in _generate_one(engine, prompts[0], spec, request_id, adapter=adapter, books=books):
             yield 0, step
         return
     queue: asyncio.Queue[tuple[int, GenerationStep | None, Exception | None]] = asyncio.Queue()
 
     async def pump(index: int, prompt: PreparedPrompt) -> None:
         try:
-            async for step in _generate_one(engine, prompt, spec, f"{request_id}-{index}", stream):
+            async for step in _generate_one(
+                engine, prompt, spec, f"{request_id}-{index}", adapter=adapter, books=books
+            ):
                 queue.put_nowait((index, step, None))
         except Exception as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
             queue.put_nowait((index, None, err))
@@ -210,12 +244,21 @@ async def run_generation(
 
 
 async def _generate_one(
-    engine: EngineClient, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, stream: bool
+    engine: EngineClient,
+    prompt: PreparedPrompt,
+    spec: SamplingSpec,
+    request_id: str,
+    *,
+    adapter: AdapterRef | None,
+    books: Books | None,
 ) -> AsyncIterator[GenerationStep]:
     finished = False
+    tracker = books.begin(request_id) if books is not None else None
     try:
-        async for step in engine.generate(prompt, spec, request_id, stream=stream):
+        async for step in engine.generate(prompt, spec, request_id, adapter=adapter):
             finished = step.finished
+            if tracker is not None:
+                books.accounting.step(tracker, step)
             yield step
     finally:
         if not finished:
@@ -225,13 +268,21 @@ async def _generate_one(
 
 
 async def collect(
-    engine: EngineClient, request_id: str, prompts: Sequence[PreparedPrompt], spec: SamplingSpec
+    engine: EngineClient,
+    request_id: str,
+    prompts: Sequence[PreparedPrompt],
+    spec: SamplingSpec,
+    *,
+    adapter: AdapterRef | None = None,
+    books: Books | None = None,
 ) -> GenerationResult:
     """Run a non-streamed generation to the end and gather its choices."""
     choices = [ChoiceResult(index=i) for i in range(len(prompts) * spec.n)]
     prompt_tokens = [0] * len(prompts)
     prompt_logprobs: list[list[TokenLogprob] | None] = [None] * len(prompts)
-    async for prompt_index, step in run_generation(engine, request_id, prompts, spec, stream=False):
+    async for prompt_index, step in run_generation(
+        engine, request_id, prompts, spec, adapter=adapter, books=books
+    ):
         prompt_tokens[prompt_index] = step.prompt_token_count
         if step.prompt_logprobs is not None:
             prompt_logprobs[prompt_index] = step.prompt_logprobs

@@ -174,12 +174,22 @@ class CompletionRequest(SamplingFields):
         return self.max_tokens
 
 
+class EnergyUsage(BaseModel):
+    """The energy of one response; `source` says how it was obtained ("estimated" is not a measurement)."""
+
+    joules: float
+    joules_per_output_token: float | None
+    co2e_grams: float
+    source: str
+
+
 class Usage(BaseModel):
-    """Token counts of one response."""
+    """Token counts (and energy, when metered) of one response."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    energy: EnergyUsage | None = None
 
 
 class TopLogprob(BaseModel):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,5 +23,21 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     api_key: str | None = None
+    admin_key: str | None = None
+    adapter_roots: list[Path] = Field(default_factory=list)
+    adapter_dir: Path | None = None
+    lora_modules: list[str] = Field(default_factory=list)
+    watch_adapters: bool = False
+    energy_meter: Literal["auto", "nvml", "rapl", "estimated", "none"] = "auto"
+    energy_sample_period_s: float = Field(default=0.1, gt=0, le=10)
+    prefill_energy_weight: float = Field(default=0.25, ge=0)
+    decode_energy_weight: float = Field(default=1.0, ge=0)
+    grid_intensity_g_per_kwh: float = Field(default=475.0, ge=0)
+    pue: float = Field(default=1.0, ge=1.0)
+    estimated_watts_per_core: float = Field(default=15.0, gt=0)
+    # Which GPUs the engine uses, as CUDA sees them; NVML is asked about those only.
+    cuda_visible_devices: str | None = Field(
+        default=None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES", "WATTSERVE_CUDA_VISIBLE_DEVICES")
+    )
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     log_level: str = "info"

@@ -6,7 +6,10 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from prometheus_client import CollectorRegistry
 
+from adapters.loader import AdapterManager
+from server.accounting import Accounting
 from server.errors import EngineUnavailableError
 from server.generation import EngineClient
 
@@ -16,7 +19,11 @@ class AppState:
     """What request handlers share, built once by the lifespan."""
 
     api_key: str | None
+    accounting: Accounting
+    admin_key: str | None = None
     engine: EngineClient | None = None
+    adapters: AdapterManager | None = None
+    registry: CollectorRegistry | None = None  # wattserve's metrics; vLLM's live on the process registry
     started_at: float = field(default_factory=time.time)
 
 

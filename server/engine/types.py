@@ -66,3 +66,5 @@ class GenerationStep:
     finished: bool
     # Log probabilities of the prompt tokens, when asked for.
     prompt_logprobs: list[TokenLogprob] | None = None
+    # Seconds the request waited in the engine's queue before it was first scheduled (once known).
+    queue_s: float | None = None

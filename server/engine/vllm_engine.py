@@ -9,6 +9,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
+from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.renderers import ChatParams, TokenizeParams
 from vllm.renderers.inputs.preprocess import parse_model_prompt
@@ -16,6 +17,7 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from adapters.types import AdapterRef
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError
 
@@ -93,7 +95,7 @@ class VllmEngine:
                 raise InvalidRequestError(f"Cannot apply the chat template: {err}") from err
         return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
 
-    def _sampling_params(self, spec: SamplingSpec, stream: bool) -> SamplingParams:
+    def _sampling_params(self, spec: SamplingSpec) -> SamplingParams:
         chosen = {
             "temperature": spec.temperature,
             "top_p": spec.top_p,
@@ -120,12 +122,18 @@ class VllmEngine:
             logprobs=spec.logprobs,
             prompt_logprobs=spec.prompt_logprobs,
             structured_outputs=structured,
-            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            # Deltas even for non-streamed answers: energy is attributed to the tokens of each interval.
+            output_kind=RequestOutputKind.DELTA,
             **values,
         )
 
     async def generate(
-        self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
+        self,
+        prompt: PreparedPrompt,
+        spec: SamplingSpec,
+        request_id: str,
+        *,
+        adapter: AdapterRef | None = None,
     ) -> AsyncIterator[GenerationStep]:
         """Generate for one prompt, yielding what each engine step added.
 
@@ -133,7 +141,7 @@ class VllmEngine:
             prompt: A prompt from `render_completion` or `render_chat`.
             spec: Sampling wishes; `max_tokens` must already be resolved.
             request_id: Unique id; `abort` takes the same id.
-            stream: True yields each step's delta; False yields once, at the end.
+            adapter: The LoRA adapter version to apply, or None for the base model.
 
         Yields:
             One `GenerationStep` per engine output.
@@ -143,13 +151,17 @@ class VllmEngine:
             EngineUnavailableError: The engine is dead or refused admission.
         """
         with _vllm_errors():
-            params = self._sampling_params(spec, stream)
-            async for output in self._llm.generate(prompt.engine_input, params, request_id):
+            params = self._sampling_params(spec)
+            lora = _lora_request(adapter) if adapter is not None else None
+            async for output in self._llm.generate(
+                prompt.engine_input, params, request_id, lora_request=lora
+            ):
                 yield GenerationStep(
                     prompt_token_count=len(output.prompt_token_ids or prompt.token_ids),
                     deltas=[_choice_delta(choice, spec.logprobs) for choice in output.outputs],
                     finished=output.finished,
                     prompt_logprobs=self._prompt_logprobs(output, spec.prompt_logprobs),
+                    queue_s=_queue_seconds(output),
                 )
 
     def _prompt_logprobs(self, output: Any, top_k: int | None) -> list[TokenLogprob] | None:
@@ -162,6 +174,35 @@ class VllmEngine:
             _token_logprob(token_id, entry, top_k)
             for token_id, entry in zip(token_ids[1:], output.prompt_logprobs[1:], strict=False)
         ]
+
+    @property
+    def lora_enabled(self) -> bool:
+        """Whether the engine was started with LoRA support."""
+        return self._llm.vllm_config.lora_config is not None
+
+    @property
+    def max_lora_rank(self) -> int:
+        """The largest adapter rank the engine accepts (`--max-lora-rank`)."""
+        lora_config = self._llm.vllm_config.lora_config
+        return lora_config.max_lora_rank if lora_config is not None else 0
+
+    async def add_lora(self, ref: AdapterRef) -> None:
+        """Load an adapter version into the engine's adapter cache.
+
+        Raises:
+            RuntimeError: The engine refused it (the engine itself keeps serving).
+        """
+        with _vllm_errors():
+            if not await self._llm.add_lora(_lora_request(ref)):
+                raise RuntimeError(f"vLLM did not add adapter {ref.engine_name}")
+
+    async def remove_lora(self, adapter_id: int) -> None:
+        """Drop an adapter version from every engine cache."""
+        await self._llm.remove_lora(adapter_id)
+
+    async def pin_lora(self, adapter_id: int) -> None:
+        """Keep an adapter version resident in the engine (never evicted by its LRU)."""
+        await self._llm.pin_lora(adapter_id)
 
     async def abort(self, request_id: str) -> None:
         """Stop a request in the engine and free its KV blocks."""
@@ -177,6 +218,18 @@ class VllmEngine:
     def shutdown(self) -> None:
         """Stop the engine-core process."""
         self._llm.shutdown()
+
+
+def _queue_seconds(output: Any) -> float | None:
+    stats = getattr(output, "metrics", None)
+    if stats is None or not getattr(stats, "scheduled_ts", 0) or not getattr(stats, "queued_ts", 0):
+        return None
+    return max(0.0, stats.scheduled_ts - stats.queued_ts)
+
+
+def _lora_request(ref: AdapterRef) -> LoRARequest:
+    # One vLLM name per version: vLLM keys prefix-cache blocks and LoRARequest equality on the name.
+    return LoRARequest(ref.engine_name, ref.adapter_id, str(ref.path))
 
 
 def _token_logprob(token_id: int, entry: dict[int, Any], top_k: int) -> TokenLogprob:

@@ -11,7 +11,8 @@ from fastapi.responses import Response, StreamingResponse
 from server.auth import require_api_key
 from server.engine.types import GenerationStep, TokenLogprob
 from server.errors import ServerError, server_error_body
-from server.generation import EngineClient, collect, prepare_chat, run_generation
+from server.generation import Books, EngineClient, collect, prepare_chat, run_generation
+from server.metrics import Status
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -27,9 +28,16 @@ from server.protocol import (
 from server.protocol import (
     TokenLogprob as WireTokenLogprob,
 )
-from server.routes.common import check_model, new_request_id, prepend, until_disconnected
+from server.routes.common import (
+    ModelLease,
+    lease_model,
+    make_usage,
+    new_request_id,
+    prepend,
+    until_disconnected,
+)
 from server.sse import DONE, sse_event
-from server.state import get_engine
+from server.state import AppState, get_engine, get_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -56,18 +64,38 @@ def chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, engine: EngineClient = Depends(get_engine)
+    body: ChatCompletionRequest,
+    request: Request,
+    response: Response,
+    engine: EngineClient = Depends(get_engine),
+    state: AppState = Depends(get_state),
 ) -> ChatCompletionResponse | Response:
     """Create a chat completion, streamed as server-sent events when `stream` is true."""
-    check_model(engine, body.model)
-    prompt, spec = await prepare_chat(engine, body)
-    request_id = new_request_id("chatcmpl")
-    if body.stream:
-        steps = run_generation(engine, request_id, [prompt], spec, stream=True)
-        # The first step comes before the headers, so a parameter the engine refuses is still a 400.
-        _, first = await anext(steps)
-        return StreamingResponse(_stream(body, request_id, first, steps), media_type="text/event-stream")
-    result = await until_disconnected(request, collect(engine, request_id, [prompt], spec))
+    lease = lease_model(engine, state, body.model)
+    books = Books(state.accounting, lease.label)
+    streaming = False
+    response.headers.update(lease.headers)
+    try:
+        prompt, spec = await prepare_chat(engine, body)
+        request_id = new_request_id("chatcmpl")
+        if body.stream:
+            steps = run_generation(engine, request_id, [prompt], spec, adapter=lease.adapter, books=books)
+            # The first step comes before the headers, so a parameter the engine refuses is still a 400.
+            _, first = await anext(steps)
+            streaming = True  # from here the stream owns the lease and releases it when it ends
+            return StreamingResponse(
+                _stream(body, request_id, first, steps, lease=lease, books=books),
+                media_type="text/event-stream",
+                headers=lease.headers,
+            )
+        result = await until_disconnected(
+            request, collect(engine, request_id, [prompt], spec, adapter=lease.adapter, books=books)
+        )
+        energy = await books.close(Status.ABORTED if isinstance(result, Response) else Status.OK)
+    finally:
+        if not streaming:
+            await books.close(Status.ERROR)
+            lease.release()
     if isinstance(result, Response):
         return result
     return ChatCompletionResponse(
@@ -82,11 +110,7 @@ async def create_chat_completion(
             )
             for choice in result.choices
         ],
-        usage=Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        ),
+        usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
     )
 
 
@@ -95,6 +119,9 @@ async def _stream(
     request_id: str,
     first: GenerationStep,
     steps: AsyncIterator[tuple[int, GenerationStep]],
+    *,
+    lease: ModelLease,
+    books: Books,
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
 
@@ -125,14 +152,14 @@ async def _stream(
                     )
             if choices:
                 yield chunk(choices)
+        energy = await books.close(Status.OK)
         if body.include_usage:
-            total = prompt_tokens + completion_tokens
-            yield chunk(
-                [],
-                Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=total),
-            )
+            yield chunk([], make_usage(prompt_tokens, completion_tokens, energy))
     except ServerError as err:
+        await books.close(Status.ERROR)
         yield sse_event(server_error_body(err))
     finally:
         await steps.aclose()
+        await books.close(Status.ABORTED)
+        lease.release()
     yield DONE

@@ -6,24 +6,68 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
 
+from adapters.errors import AdapterNotFoundError
+from adapters.registry import AdapterRegistry
+from adapters.types import AdapterRef
+from server.accounting import EnergyFigures
 from server.errors import ModelNotFoundError
 from server.generation import EngineClient
+from server.metrics import BASE_LABEL
+from server.protocol import EnergyUsage, Usage
+from server.state import AppState
 
 T = TypeVar("T")
+ADAPTER_VERSION_HEADER = "x-adapter-version"
 
 # nginx's "client closed request": nobody reads it, but logs show why the request ended.
 CLIENT_CLOSED_REQUEST = 499
 
 
-def check_model(engine: EngineClient, model: str) -> None:
-    """Raise a 404 unless `model` is a name this server serves."""
-    if model != engine.served_model_name:
-        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
+@dataclass
+class ModelLease:
+    """The base model or one adapter version, held for one request; `release` is idempotent."""
+
+    adapter: AdapterRef | None = None
+    _registry: AdapterRegistry | None = None
+
+    @property
+    def label(self) -> str:
+        """The metrics label: the adapter name, or "base"."""
+        return self.adapter.name if self.adapter else BASE_LABEL
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers naming the adapter version that served the request."""
+        return {ADAPTER_VERSION_HEADER: f"{self.adapter.name}@{self.adapter.version}"} if self.adapter else {}
+
+    def release(self) -> None:
+        """Let the adapter version drain (no-op for the base model or a second call)."""
+        if self._registry is not None and self.adapter is not None:
+            registry, self._registry = self._registry, None
+            registry.release(self.adapter)
+
+
+def lease_model(engine: EngineClient, state: AppState, model: str) -> ModelLease:
+    """Resolve `model` to the base model or the current version of an adapter, and hold it.
+
+    Raises:
+        ModelNotFoundError: Nothing of that name is served (or the adapter is draining).
+    """
+    if model == engine.served_model_name:
+        return ModelLease()
+    if state.adapters is not None:
+        registry = state.adapters.registry
+        try:
+            return ModelLease(registry.acquire(model), registry)
+        except AdapterNotFoundError:
+            pass
+    raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
 
 
 def new_request_id(prefix: str) -> str:
@@ -60,3 +104,13 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for item in rest:
         yield item
+
+
+def make_usage(prompt_tokens: int, completion_tokens: int, energy: EnergyFigures | None) -> Usage:
+    """OpenAI's `usage`, with `energy` when the server meters energy."""
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        energy=None if energy is None else EnergyUsage(**vars(energy)),
+    )

@@ -11,11 +11,19 @@ from fastapi.responses import Response, StreamingResponse
 from server.auth import require_api_key
 from server.engine.types import GenerationStep, TokenLogprob
 from server.errors import ServerError, server_error_body
-from server.generation import EngineClient, collect, prepare_completion, run_generation
+from server.generation import Books, EngineClient, collect, prepare_completion, run_generation
+from server.metrics import Status
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
-from server.routes.common import check_model, new_request_id, prepend, until_disconnected
+from server.routes.common import (
+    ModelLease,
+    lease_model,
+    make_usage,
+    new_request_id,
+    prepend,
+    until_disconnected,
+)
 from server.sse import DONE, sse_event
-from server.state import get_engine
+from server.state import AppState, get_engine, get_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -34,18 +42,38 @@ def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> Comple
 
 @router.post("/v1/completions", response_model=None)
 async def create_completion(
-    body: CompletionRequest, request: Request, engine: EngineClient = Depends(get_engine)
+    body: CompletionRequest,
+    request: Request,
+    response: Response,
+    engine: EngineClient = Depends(get_engine),
+    state: AppState = Depends(get_state),
 ) -> CompletionResponse | Response:
     """Create completions for one or several prompts, streamed when `stream` is true."""
-    check_model(engine, body.model)
-    prompts, spec = await prepare_completion(engine, body)
-    request_id = new_request_id("cmpl")
-    if body.stream:
-        steps = run_generation(engine, request_id, prompts, spec, stream=True)
-        # The first step comes before the headers, so a parameter the engine refuses is still a 400.
-        first = await anext(steps)
-        return StreamingResponse(_stream(body, request_id, first, steps), media_type="text/event-stream")
-    result = await until_disconnected(request, collect(engine, request_id, prompts, spec))
+    lease = lease_model(engine, state, body.model)
+    books = Books(state.accounting, lease.label)
+    streaming = False
+    response.headers.update(lease.headers)
+    try:
+        prompts, spec = await prepare_completion(engine, body)
+        request_id = new_request_id("cmpl")
+        if body.stream:
+            steps = run_generation(engine, request_id, prompts, spec, adapter=lease.adapter, books=books)
+            # The first step comes before the headers, so a parameter the engine refuses is still a 400.
+            first = await anext(steps)
+            streaming = True  # from here the stream owns the lease and releases it when it ends
+            return StreamingResponse(
+                _stream(body, request_id, first, steps, lease=lease, books=books),
+                media_type="text/event-stream",
+                headers=lease.headers,
+            )
+        result = await until_disconnected(
+            request, collect(engine, request_id, prompts, spec, adapter=lease.adapter, books=books)
+        )
+        energy = await books.close(Status.ABORTED if isinstance(result, Response) else Status.OK)
+    finally:
+        if not streaming:
+            await books.close(Status.ERROR)
+            lease.release()
     if isinstance(result, Response):
         return result
     choices = []
@@ -67,11 +95,7 @@ async def create_completion(
         id=request_id,
         model=body.model,
         choices=choices,
-        usage=Usage(
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            total_tokens=result.prompt_tokens + result.completion_tokens,
-        ),
+        usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
     )
 
 
@@ -80,6 +104,9 @@ async def _stream(
     request_id: str,
     first: tuple[int, GenerationStep],
     steps: AsyncIterator[tuple[int, GenerationStep]],
+    *,
+    lease: ModelLease,
+    books: Books,
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     prompt_tokens = [0] * len(body.prompts)
@@ -117,18 +144,14 @@ async def _stream(
                     )
             if choices:
                 yield chunk(choices)
+        energy = await books.close(Status.OK)
         if body.include_usage:
-            total_prompt = sum(prompt_tokens)
-            yield chunk(
-                [],
-                Usage(
-                    prompt_tokens=total_prompt,
-                    completion_tokens=completion_tokens,
-                    total_tokens=total_prompt + completion_tokens,
-                ),
-            )
+            yield chunk([], make_usage(sum(prompt_tokens), completion_tokens, energy))
     except ServerError as err:
+        await books.close(Status.ERROR)
         yield sse_event(server_error_body(err))
     finally:
         await steps.aclose()
+        await books.close(Status.ABORTED)
+        lease.release()
     yield DONE

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from server.state import get_engine
+from server.state import AppState, get_engine, get_state
 
 router = APIRouter()
 
@@ -37,7 +37,8 @@ async def server_version() -> dict[str, str | None]:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus exposition of vLLM's engine metrics."""
-    # vLLM registers its `vllm:*` collectors on the process-wide registry; it is read, never written, here.
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(state: AppState = Depends(get_state)) -> Response:
+    """Prometheus exposition: wattserve's metrics, then vLLM's `vllm:*` engine metrics."""
+    # vLLM registers its collectors on the process-wide registry; ours live on the app's own registry.
+    ours = generate_latest(state.registry) if state.registry is not None else b""
+    return Response(ours + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

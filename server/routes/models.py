@@ -23,4 +23,18 @@ async def list_models(
         root=engine.model_path,
         max_model_len=engine.max_model_len,
     )
-    return ModelList(data=[card])
+    cards = [card]
+    if state.adapters is not None:
+        for name in state.adapters.registry.names():
+            entry = state.adapters.registry.current(name)
+            if entry is not None:
+                cards.append(
+                    ModelCard(
+                        id=name,
+                        created=int(entry.loaded_at or state.started_at),
+                        root=str(entry.ref.path),
+                        parent=engine.served_model_name,
+                        max_model_len=engine.max_model_len,
+                    )
+                )
+    return ModelList(data=cards)

@@ -15,7 +15,10 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.adapter_files import copy_adapter
+
 API_KEY = "e2e-test-key"
+ADMIN_KEY = "e2e-admin-key"
 MODEL = "wattserve-tiny-llama"
 # Engine flags shared with the offline reference run, so both use the same engine configuration.
 ENGINE_FLAGS = ["--max-model-len", "1024", "--max-num-seqs", "32"]
@@ -29,6 +32,7 @@ class Server:
     base_url: str
     cache_dir: Path
     log_path: Path
+    adapter_root: Path | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -47,53 +51,119 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start `python -m server serve` once for the whole session and wait until /health answers."""
-    root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log_path = root / "server.log"
-    env = {**os.environ, "WATTSERVE_CACHE_DIR": str(root / "cache")}
-    command = [
-        sys.executable,
-        "-m",
-        "server",
-        "serve",
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        *ENGINE_FLAGS,
-    ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+class _Launch:
+    """A server process being started; `ready()` waits for /health."""
+
+    def __init__(self, root: Path, extra_args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.root = root
+        self.log_path = root / "server.log"
+        command = [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--api-key", API_KEY]
+        full_env = {**os.environ, "WATTSERVE_CACHE_DIR": str(_cache_dir(root)), **(env or {})}
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [*command, *ENGINE_FLAGS, *extra_args], stdout=log, stderr=subprocess.STDOUT, env=full_env
+            )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> Server:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"server exited with {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}"
+                )
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return Server(self.base_url, _cache_dir(self.root), self.log_path)
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(
+                    f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_path.read_text()[-4000:]}"
+                )
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
-        time.sleep(1)
-    try:
-        yield Server(base_url, root / "cache", log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
-        log_text = log_path.read_text()
+            self.process.kill()
+        log_text = self.log_path.read_text()
         assert "Traceback" not in log_text, f"the server logged a traceback:\n{log_text[-6000:]}"
+
+
+def _cache_dir(root: Path) -> Path:
+    # Shared by both servers: the first to start builds the model, the other waits on the build lock.
+    return root.parent / "model-cache"
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    """Start both test servers at once (each spends most of its start on one core) and wait for both.
+
+    `plain`: the embedded model without LoRA, as a user's model without adapters is served.
+    `lora`: the default configuration (demo adapters), an admin key and an adapter root for the tests.
+    """
+    adapter_root = tmp_path_factory.mktemp("adapter-root")
+    (adapter_root / "watched").mkdir()
+    launches = {
+        "plain": _Launch(tmp_path_factory.mktemp("plain"), ["--no-enable-lora"]),
+        "lora": _Launch(
+            tmp_path_factory.mktemp("lora"),
+            ["--admin-key", ADMIN_KEY, "--adapter-root", str(adapter_root)]
+            + ["--adapter-dir", str(adapter_root / "watched"), "--watch-adapters", "--max-cpu-loras", "16"]
+            + ["--energy-meter", "estimated"],
+        ),
+    }
+    try:
+        ready = {name: launch.ready() for name, launch in launches.items()}
+        ready["lora"] = Server(
+            ready["lora"].base_url, ready["lora"].cache_dir, ready["lora"].log_path, adapter_root
+        )
+        yield ready
+    finally:
+        for launch in launches.values():
+            launch.stop()
+
+
+@pytest.fixture(scope="session")
+def server(servers: dict[str, Server]) -> Server:
+    """The server for the OpenAI API tests."""
+    return servers["plain"]
+
+
+@pytest.fixture(scope="session")
+def lora_server(servers: dict[str, Server]) -> Server:
+    """The server with the demo adapters, an admin key and an adapter root."""
+    return servers["lora"]
 
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> openai.OpenAI:
     """The official OpenAI client, pointed at the server under test."""
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def lora_client(lora_server: Server) -> openai.OpenAI:
+    """The official OpenAI client, pointed at the server with adapters."""
+    return openai.OpenAI(base_url=f"{lora_server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+
+
+def demo_dir(server: Server, name: str) -> Path:
+    """Where the embedded model's demo adapter `name` was built."""
+    return server.cache_dir / "tiny-llama-v1" / "adapters" / name
+
+
+@pytest.fixture(scope="session")
+def versions(lora_server: Server) -> dict[str, Path]:
+    """Three weight versions: v1 = demo-alpha, v2 = demo-beta, v3 = demo-alpha with B × -1."""
+    root = lora_server.adapter_root
+    return {
+        "v1": copy_adapter(demo_dir(lora_server, "demo-alpha"), root / "v1"),
+        "v2": copy_adapter(demo_dir(lora_server, "demo-beta"), root / "v2"),
+        "v3": copy_adapter(demo_dir(lora_server, "demo-alpha"), root / "v3", scale=-1.0),
+    }

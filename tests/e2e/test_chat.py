@@ -107,10 +107,8 @@ def test_n_streamed_covers_every_index(client: openai.OpenAI) -> None:
             model=MODEL, messages=MESSAGES, max_tokens=6, n=2, temperature=1.0, seed=3, stream=True
         )
     )
-    finished = {
-        chunk.choices[0].index for chunk in chunks if chunk.choices and chunk.choices[0].finish_reason
-    }
-    assert finished == {0, 1}
+    finished = [choice.index for chunk in chunks for choice in chunk.choices if choice.finish_reason]
+    assert sorted(finished) == [0, 1]
 
 
 def test_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
@@ -175,7 +173,10 @@ def test_logprobs_and_top_logprobs(client: openai.OpenAI) -> None:
         assert [t.logprob for t in entry.top_logprobs] == sorted(
             (t.logprob for t in entry.top_logprobs), reverse=True
         )
-    assert "".join(entry.token for entry in content) == response.choices[0].message.content
+    # A token that ends inside a UTF-8 character has no text of its own; the content shows U+FFFD there.
+    assert "".join(entry.token for entry in content) == response.choices[0].message.content.replace(
+        "\ufffd", ""
+    )
 
 
 def test_response_format_json_schema_constrains_output(client: openai.OpenAI) -> None:

@@ -28,20 +28,24 @@ def test_health_and_version_need_no_key(server: Server) -> None:
     assert versions["vllm_version"] == "0.32.0"
 
 
-def _aborted_total(http: httpx.Client) -> float:
-    families = text_string_to_metric_families(http.get("/metrics").text)
-    return sum(
-        sample.value
-        for family in families
-        if family.name == "vllm:request_success"
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels.get("finished_reason") == "abort"
-    )
+def _engine_load(http: httpx.Client) -> tuple[float, float]:
+    """vLLM's running-request gauge and generated-token counter."""
+    families = {family.name: family for family in text_string_to_metric_families(http.get("/metrics").text)}
+    running = families["vllm:num_requests_running"].samples[0].value
+    tokens = sum(s.value for s in families["vllm:generation_tokens"].samples if s.name.endswith("_total"))
+    return running, tokens
 
 
-def _running(http: httpx.Client) -> float:
-    families = text_string_to_metric_families(http.get("/metrics").text)
-    return next(f.samples[0].value for f in families if f.name == "vllm:num_requests_running")
+def assert_aborted(http: httpx.Client, tokens_before: float, max_tokens: int) -> None:
+    """The request left the engine: nothing runs and no token is generated any more, far short of the end."""
+    deadline = time.monotonic() + 10
+    while _engine_load(http)[0] != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    running, tokens = _engine_load(http)
+    time.sleep(1)
+    assert running == 0
+    assert _engine_load(http)[1] == tokens
+    assert tokens - tokens_before < max_tokens
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
@@ -49,27 +53,20 @@ def test_client_disconnect_mid_stream_aborts_the_request(server: Server, path: s
     body = {"model": MODEL, "max_tokens": 900, "stream": True, "ignore_eos": True}
     body |= {"messages": [{"role": "user", "content": "go"}]} if "chat" in path else {"prompt": "go"}
     with server.http() as http:
-        before = _aborted_total(http)
+        before = _engine_load(http)[1]
         with http.stream("POST", path, json=body) as response:
             assert response.status_code == 200
             for index, _ in enumerate(response.iter_lines()):
                 if index > 5:
                     break
-        # Closing the response drops the connection long before 900 tokens could be generated.
-        deadline = time.monotonic() + 20
-        while _aborted_total(http) < before + 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _aborted_total(http) == before + 1
-        assert _running(http) == 0
+        # Leaving the block closes the connection long before 900 tokens could be generated.
+        assert_aborted(http, before, 900)
 
 
 def test_client_disconnect_during_non_streamed_request_aborts_it(server: Server) -> None:
     body = {"model": MODEL, "prompt": "go", "max_tokens": 900, "ignore_eos": True}
     with server.http() as http:
-        before = _aborted_total(http)
+        before = _engine_load(http)[1]
         with pytest.raises(httpx.ReadTimeout):
             http.post("/v1/completions", json=body, timeout=0.5)
-        deadline = time.monotonic() + 20
-        while _aborted_total(http) < before + 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _aborted_total(http) == before + 1
+        assert_aborted(http, before, 900)

@@ -32,11 +32,15 @@ class FakeEngine:
         return PreparedPrompt(list(range(len(text.split()) + 2)), text)
 
     async def generate(
-        self, prompt: PreparedPrompt, spec: SamplingSpec, request_id: str, *, stream: bool = True
+        self,
+        prompt: PreparedPrompt,
+        spec: SamplingSpec,
+        request_id: str,
+        *,
+        adapter: object = None,
     ) -> AsyncIterator[GenerationStep]:
         if spec.n > 1 and spec.temperature == 0:
             raise InvalidRequestError("n must be 1 when using greedy sampling")
-        texts = [""] * spec.n
         for step_index in range(spec.max_tokens or 1):
             await asyncio.sleep(self.step_delay_s)
             last = step_index == (spec.max_tokens or 1) - 1
@@ -44,14 +48,7 @@ class FakeEngine:
                 ChoiceDelta(i, WORDS[(step_index + i) % len(WORDS)], 1, None, "length" if last else None)
                 for i in range(spec.n)
             ]
-            if stream:
-                yield GenerationStep(len(prompt.token_ids), deltas, last)
-            else:
-                for delta in deltas:
-                    texts[delta.index] += delta.text
-        if not stream:
-            deltas = [ChoiceDelta(i, texts[i], spec.max_tokens or 1, None, "length") for i in range(spec.n)]
-            yield GenerationStep(len(prompt.token_ids), deltas, True)
+            yield GenerationStep(len(prompt.token_ids), deltas, last)
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)

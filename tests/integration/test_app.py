@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from server.app import create_app
+from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
 
@@ -23,7 +24,7 @@ def engine() -> FakeEngine:
 
 @pytest.fixture
 async def http(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ServerSettings(api_key="k"), lambda: engine)
+    app = create_app(ServerSettings(api_key="k"), lambda: engine, meter=NullEnergyMeter())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -56,7 +57,12 @@ async def test_chat_sse_frames_role_content_finish_usage_and_done(http: httpx.As
         "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
         == "alpha beta gamma "
     )
-    assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 4,
+        "completion_tokens": 3,
+        "total_tokens": 7,
+        "energy": None,
+    }
 
 
 async def test_completion_prompts_are_merged_by_index(http: httpx.AsyncClient) -> None:
@@ -73,7 +79,7 @@ async def test_completion_prompts_are_merged_by_index(http: httpx.AsyncClient) -
     body = response.json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     assert [c["text"] for c in body["choices"]] == ["alpha beta ", "beta gamma "] * 2
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11, "energy": None}
 
 
 async def test_engine_refusal_before_the_stream_is_a_400(http: httpx.AsyncClient) -> None:
@@ -117,7 +123,7 @@ async def test_context_length(http: httpx.AsyncClient) -> None:
 
 async def test_cancelled_multi_prompt_stream_aborts_every_request(engine: FakeEngine) -> None:
     engine.step_delay_s = 0.05
-    app = create_app(ServerSettings(), lambda: engine)
+    app = create_app(ServerSettings(), lambda: engine, meter=NullEnergyMeter())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

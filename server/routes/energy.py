@@ -1,0 +1,16 @@
+"""`GET /v1/energy`: the energy summary (meter, watts now, joules since start, idle share, J/token)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from server.auth import require_api_key
+from server.state import AppState, get_state
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.get("/v1/energy")
+async def energy_summary(state: AppState = Depends(get_state)) -> dict:
+    """Energy since start, overall and per adapter; `source` tells measured from estimated."""
+    return state.accounting.summary()
