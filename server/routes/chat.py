@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 
+from server.accounting import EnergyFigures
 from server.auth import require_api_key
-from server.engine.types import GenerationStep, TokenLogprob
-from server.errors import ServerError, server_error_body
-from server.generation import Books, EngineClient, collect, prepare_chat, run_generation
+from server.engine.types import PreparedPrompt, SamplingSpec, TokenLogprob
+from server.generation import EngineClient, GenerationResult, prepare_chat
 from server.metrics import Status
 from server.protocol import (
     AssistantMessage,
@@ -25,18 +27,10 @@ from server.protocol import (
     TopLogprob,
     Usage,
 )
-from server.protocol import (
-    TokenLogprob as WireTokenLogprob,
-)
-from server.routes.common import (
-    ModelLease,
-    lease_model,
-    make_usage,
-    new_request_id,
-    prepend,
-    until_disconnected,
-)
-from server.sse import DONE, sse_event
+from server.protocol import TokenLogprob as WireTokenLogprob
+from server.routes.common import make_usage, prepend
+from server.routes.serving import Admission, Step, admit, serve
+from server.sse import sse_event
 from server.state import AppState, get_engine, get_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -69,59 +63,51 @@ async def create_chat_completion(
     response: Response,
     engine: EngineClient = Depends(get_engine),
     state: AppState = Depends(get_state),
-) -> ChatCompletionResponse | Response:
+) -> BaseModel | Response:
     """Create a chat completion, streamed as server-sent events when `stream` is true."""
-    lease = lease_model(engine, state, body.model)
-    books = Books(state.accounting, lease.label)
-    streaming = False
-    response.headers.update(lease.headers)
-    try:
+    admission = admit(engine, state, body.model)
+    response.headers.update(admission.lease.headers)
+
+    async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
         prompt, spec = await prepare_chat(engine, body)
-        request_id = new_request_id("chatcmpl")
-        if body.stream:
-            steps = run_generation(engine, request_id, [prompt], spec, adapter=lease.adapter, books=books)
-            # The first step comes before the headers, so a parameter the engine refuses is still a 400.
-            _, first = await anext(steps)
-            streaming = True  # from here the stream owns the lease and releases it when it ends
-            return StreamingResponse(
-                _stream(body, request_id, first, steps, lease=lease, books=books),
-                media_type="text/event-stream",
-                headers=lease.headers,
-            )
-        result = await until_disconnected(
-            request, collect(engine, request_id, [prompt], spec, adapter=lease.adapter, books=books)
+        return [prompt], spec
+
+    def build(
+        request_id: str, result: GenerationResult, energy: EnergyFigures | None
+    ) -> ChatCompletionResponse:
+        return ChatCompletionResponse(
+            id=request_id,
+            model=body.model,
+            choices=[
+                ChatChoice(
+                    index=choice.index,
+                    message=AssistantMessage(content=choice.text),
+                    logprobs=chat_logprobs(choice.logprobs),
+                    finish_reason=choice.finish_reason,
+                )
+                for choice in result.choices
+            ],
+            usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
         )
-        energy = await books.close(Status.ABORTED if isinstance(result, Response) else Status.OK)
-    finally:
-        if not streaming:
-            await books.close(Status.ERROR)
-            lease.release()
-    if isinstance(result, Response):
-        return result
-    return ChatCompletionResponse(
-        id=request_id,
-        model=body.model,
-        choices=[
-            ChatChoice(
-                index=choice.index,
-                message=AssistantMessage(content=choice.text),
-                logprobs=chat_logprobs(choice.logprobs),
-                finish_reason=choice.finish_reason,
-            )
-            for choice in result.choices
-        ],
-        usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
+
+    return await serve(
+        request,
+        engine,
+        admission,
+        prepare,
+        prefix="chatcmpl",
+        stream=body.stream,
+        events=functools.partial(_events, body),
+        build=build,
     )
 
 
-async def _stream(
+async def _events(
     body: ChatCompletionRequest,
     request_id: str,
-    first: GenerationStep,
-    steps: AsyncIterator[tuple[int, GenerationStep]],
-    *,
-    lease: ModelLease,
-    books: Books,
+    first: Step,
+    steps: AsyncIterator[Step],
+    admission: Admission,
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
 
@@ -135,31 +121,22 @@ async def _stream(
     yield chunk(
         [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)]
     )
-    prompt_tokens, completion_tokens = first.prompt_token_count, 0
-    try:
-        async for _, step in prepend((0, first), steps):
-            choices = []
-            for delta in step.deltas:
-                completion_tokens += delta.token_count
-                if delta.text or delta.finish_reason or delta.logprobs:
-                    choices.append(
-                        ChatChunkChoice(
-                            index=delta.index,
-                            delta=ChatDelta(content=delta.text),
-                            logprobs=chat_logprobs(delta.logprobs),
-                            finish_reason=delta.finish_reason,
-                        )
+    prompt_tokens, completion_tokens = first[1].prompt_token_count, 0
+    async for _, step in prepend(first, steps):
+        choices = []
+        for delta in step.deltas:
+            completion_tokens += delta.token_count
+            if delta.text or delta.finish_reason or delta.logprobs:
+                choices.append(
+                    ChatChunkChoice(
+                        index=delta.index,
+                        delta=ChatDelta(content=delta.text),
+                        logprobs=chat_logprobs(delta.logprobs),
+                        finish_reason=delta.finish_reason,
                     )
-            if choices:
-                yield chunk(choices)
-        energy = await books.close(Status.OK)
-        if body.include_usage:
-            yield chunk([], make_usage(prompt_tokens, completion_tokens, energy))
-    except ServerError as err:
-        await books.close(Status.ERROR)
-        yield sse_event(server_error_body(err))
-    finally:
-        await steps.aclose()
-        await books.close(Status.ABORTED)
-        lease.release()
-    yield DONE
+                )
+        if choices:
+            yield chunk(choices)
+    energy = await admission.books.close(Status.OK)
+    if body.include_usage:
+        yield chunk([], make_usage(prompt_tokens, completion_tokens, energy))

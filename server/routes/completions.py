@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 
+from server.accounting import EnergyFigures
 from server.auth import require_api_key
-from server.engine.types import GenerationStep, TokenLogprob
-from server.errors import ServerError, server_error_body
-from server.generation import Books, EngineClient, collect, prepare_completion, run_generation
+from server.engine.types import TokenLogprob
+from server.generation import EngineClient, GenerationResult, prepare_completion
 from server.metrics import Status
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
-from server.routes.common import (
-    ModelLease,
-    lease_model,
-    make_usage,
-    new_request_id,
-    prepend,
-    until_disconnected,
-)
-from server.sse import DONE, sse_event
+from server.routes.common import make_usage, prepend
+from server.routes.serving import Admission, Step, admit, serve
+from server.sse import sse_event
 from server.state import AppState, get_engine, get_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -47,66 +43,48 @@ async def create_completion(
     response: Response,
     engine: EngineClient = Depends(get_engine),
     state: AppState = Depends(get_state),
-) -> CompletionResponse | Response:
+) -> BaseModel | Response:
     """Create completions for one or several prompts, streamed when `stream` is true."""
-    lease = lease_model(engine, state, body.model)
-    books = Books(state.accounting, lease.label)
-    streaming = False
-    response.headers.update(lease.headers)
-    try:
-        prompts, spec = await prepare_completion(engine, body)
-        request_id = new_request_id("cmpl")
-        if body.stream:
-            steps = run_generation(engine, request_id, prompts, spec, adapter=lease.adapter, books=books)
-            # The first step comes before the headers, so a parameter the engine refuses is still a 400.
-            first = await anext(steps)
-            streaming = True  # from here the stream owns the lease and releases it when it ends
-            return StreamingResponse(
-                _stream(body, request_id, first, steps, lease=lease, books=books),
-                media_type="text/event-stream",
-                headers=lease.headers,
+    admission = admit(engine, state, body.model)
+    response.headers.update(admission.lease.headers)
+
+    def build(request_id: str, result: GenerationResult, energy: EnergyFigures | None) -> CompletionResponse:
+        choices = []
+        for choice in result.choices:
+            prompt_index = choice.index // body.n
+            text, logprob_entries = choice.text, choice.logprobs
+            if body.echo:
+                text = body.prompts[prompt_index] + text
+                echoed = result.prompt_logprobs[prompt_index]
+                if logprob_entries is not None and echoed is not None:
+                    logprob_entries = echoed + logprob_entries
+            logprobs = None if logprob_entries is None else completion_logprobs(logprob_entries, 0)
+            choices.append(
+                CompletionChoice(
+                    index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
+                )
             )
-        result = await until_disconnected(
-            request, collect(engine, request_id, prompts, spec, adapter=lease.adapter, books=books)
+        return CompletionResponse(
+            id=request_id,
+            model=body.model,
+            choices=choices,
+            usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
         )
-        energy = await books.close(Status.ABORTED if isinstance(result, Response) else Status.OK)
-    finally:
-        if not streaming:
-            await books.close(Status.ERROR)
-            lease.release()
-    if isinstance(result, Response):
-        return result
-    choices = []
-    for choice in result.choices:
-        prompt_index = choice.index // body.n
-        text, logprob_entries = choice.text, choice.logprobs
-        if body.echo:
-            text = body.prompts[prompt_index] + text
-            echoed = result.prompt_logprobs[prompt_index]
-            if logprob_entries is not None and echoed is not None:
-                logprob_entries = echoed + logprob_entries
-        logprobs = None if logprob_entries is None else completion_logprobs(logprob_entries, 0)
-        choices.append(
-            CompletionChoice(
-                index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
-            )
-        )
-    return CompletionResponse(
-        id=request_id,
-        model=body.model,
-        choices=choices,
-        usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
+
+    return await serve(
+        request,
+        engine,
+        admission,
+        lambda: prepare_completion(engine, body),
+        prefix="cmpl",
+        stream=body.stream,
+        events=functools.partial(_events, body),
+        build=build,
     )
 
 
-async def _stream(
-    body: CompletionRequest,
-    request_id: str,
-    first: tuple[int, GenerationStep],
-    steps: AsyncIterator[tuple[int, GenerationStep]],
-    *,
-    lease: ModelLease,
-    books: Books,
+async def _events(
+    body: CompletionRequest, request_id: str, first: Step, steps: AsyncIterator[Step], admission: Admission
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     prompt_tokens = [0] * len(body.prompts)
@@ -119,39 +97,30 @@ async def _stream(
             CompletionResponse(id=request_id, created=created, model=body.model, choices=choices, usage=usage)
         )
 
-    try:
-        async for prompt_index, step in prepend(first, steps):
-            prompt_tokens[prompt_index] = step.prompt_token_count
-            choices = []
-            for delta in step.deltas:
-                completion_tokens += delta.token_count
-                index = prompt_index * body.n + delta.index
-                text, entries = delta.text, delta.logprobs
-                if body.echo and not echoed[index]:
-                    echoed[index] = True
-                    text = body.prompts[prompt_index] + text
-                    if entries is not None and step.prompt_logprobs is not None:
-                        entries = step.prompt_logprobs + entries
-                logprobs = None
-                if entries is not None:
-                    logprobs = completion_logprobs(entries, offsets[index])
-                offsets[index] += len(text)
-                if text or delta.finish_reason or logprobs:
-                    choices.append(
-                        CompletionChoice(
-                            index=index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
-                        )
+    async for prompt_index, step in prepend(first, steps):
+        prompt_tokens[prompt_index] = step.prompt_token_count
+        choices = []
+        for delta in step.deltas:
+            completion_tokens += delta.token_count
+            index = prompt_index * body.n + delta.index
+            text, entries = delta.text, delta.logprobs
+            if body.echo and not echoed[index]:
+                echoed[index] = True
+                text = body.prompts[prompt_index] + text
+                if entries is not None and step.prompt_logprobs is not None:
+                    entries = step.prompt_logprobs + entries
+            logprobs = None
+            if entries is not None:
+                logprobs = completion_logprobs(entries, offsets[index])
+            offsets[index] += len(text)
+            if text or delta.finish_reason or logprobs:
+                choices.append(
+                    CompletionChoice(
+                        index=index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
                     )
-            if choices:
-                yield chunk(choices)
-        energy = await books.close(Status.OK)
-        if body.include_usage:
-            yield chunk([], make_usage(sum(prompt_tokens), completion_tokens, energy))
-    except ServerError as err:
-        await books.close(Status.ERROR)
-        yield sse_event(server_error_body(err))
-    finally:
-        await steps.aclose()
-        await books.close(Status.ABORTED)
-        lease.release()
-    yield DONE
+                )
+        if choices:
+            yield chunk(choices)
+    energy = await admission.books.close(Status.OK)
+    if body.include_usage:
+        yield chunk([], make_usage(sum(prompt_tokens), completion_tokens, energy))

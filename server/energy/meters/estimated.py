@@ -7,10 +7,13 @@ measurement.
 from __future__ import annotations
 
 import os
+import time
 
 import psutil
 
 from server.energy.meters.base import EnergyMeterError
+
+PROCESS_LIST_TTL_S = 5.0
 
 
 class EstimatedMeter:
@@ -21,14 +24,21 @@ class EstimatedMeter:
     def __init__(self, watts_per_core: float = 15.0, pid: int | None = None) -> None:
         self._watts = watts_per_core
         self._root = psutil.Process(pid or os.getpid())
+        self._processes: list[psutil.Process] = []
+        self._listed_at = float("-inf")
         self._seen: dict[int, float] = {}
         self._total_cpu_s = 0.0
         self.devices = ["cpu"]
         self.read_joules()
 
     def _cpu_seconds(self) -> dict[int, float]:
+        # Listing the process tree scans /proc; the engine's processes rarely change, so list them
+        # every few seconds and read only their CPU times in between.
+        if time.monotonic() - self._listed_at > PROCESS_LIST_TTL_S:
+            self._processes = [self._root, *self._root.children(recursive=True)]
+            self._listed_at = time.monotonic()
         seconds = {}
-        for process in [self._root, *self._root.children(recursive=True)]:
+        for process in self._processes:
             try:
                 times = process.cpu_times()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
