@@ -34,8 +34,7 @@ class EnergySampler:
         self._thread = threading.Thread(target=self._run, name="wattserve-energy-sampler", daemon=True)
 
     def start(self) -> None:
-        """Take a first reading and start the thread."""
-        self._on_reading(self._read())
+        """Start the thread; its first reading is taken at once, off the event loop."""
         self._thread.start()
 
     def _read(self) -> Reading:
@@ -43,13 +42,15 @@ class EnergySampler:
             return time.monotonic(), self._meter.read_joules()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._period_s):
+        while True:
             try:
                 reading = self._read()
             except EnergyMeterError:
                 logger.exception("energy meter read failed")
-                continue
-            self._loop.call_soon_threadsafe(self._on_reading, reading)
+            else:
+                self._loop.call_soon_threadsafe(self._on_reading, reading)
+            if self._stop.wait(self._period_s):
+                return
 
     async def read_now(self) -> Reading:
         """A reading taken now on a worker thread, so a finishing request need not wait for the next tick."""
