@@ -64,7 +64,6 @@ class Accounting:
         self.started_s = time.monotonic()
         self.last_reading: Reading | None = None
         self.power_w: list[float] = [0.0] * len(devices)
-        self._in_flight: dict[str, RequestTracker] = {}
         self.tokens_by_adapter: dict[str, int] = {}
         # (monotonic s, attributed J, output tokens) at each reading, for the last-minute J/token.
         self._window: deque[tuple[float, float, int]] = deque()
@@ -96,7 +95,6 @@ class Accounting:
     def begin(self, request_id: str, adapter: str) -> RequestTracker:
         """Open the books of one engine request."""
         tracker = RequestTracker(request_id, adapter)
-        self._in_flight[request_id] = tracker
         self.ledger.start(request_id, adapter)
         self.metrics.waiting.inc()
         return tracker
@@ -127,11 +125,12 @@ class Accounting:
         A fresh meter reading is taken on a worker thread first, so the answer carries the energy of
         every token it counts without waiting for the sampler's next tick.
         """
+        if not trackers:  # refused before the engine saw it: nothing to meter or record
+            return None
         if self.sampler is not None:
             await self.sampler.read_now()
         joules = 0.0
         for tracker in trackers:
-            self._in_flight.pop(tracker.request_id, None)
             if tracker.first_token_s is None:
                 self.metrics.waiting.dec()
             else:
@@ -148,7 +147,6 @@ class Accounting:
                 queue_s=tracker.queue_s,
                 itl_s=tracker.itl_s,
                 joules=account.joules,
-                co2e_g=self.carbon.grams(account.joules),
             )
             self.metrics.record(record)
             joules += account.joules

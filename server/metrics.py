@@ -45,7 +45,6 @@ class RequestRecord:
     queue_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
     joules: float = 0.0
-    co2e_g: float = 0.0
 
 
 class ServerMetrics:
