@@ -40,7 +40,8 @@ class NvmlMeter:
 
     source = "nvml"
 
-    def __init__(self, cuda_visible_devices: str | None = None) -> None:
+    def __init__(self, cuda_visible_devices: str | None = None, *, use_energy_counter: bool = True) -> None:
+        """Open NVML; `use_energy_counter=False` forces power integration (to check that path on any GPU)."""
         import pynvml  # noqa: PLC0415
 
         self._nvml = pynvml
@@ -60,9 +61,12 @@ class NvmlMeter:
         self._last_power: list[tuple[float, float] | None] = [None] * len(self._handles)
         for handle in self._handles:
             try:
-                self._start_mj.append(float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)))
+                start_mj = (
+                    float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)) if use_energy_counter else None
+                )
             except pynvml.NVMLError_NotSupported:
-                self._start_mj.append(None)
+                start_mj = None
+            self._start_mj.append(start_mj)
 
     def _instant_power_w(self, handle: object) -> float:
         field = self._nvml.nvmlDeviceGetFieldValues(handle, [self._nvml.NVML_FI_DEV_POWER_INSTANT])[0]
