@@ -1,0 +1,438 @@
+"""Seeded request generation: prompts, input and output lengths, and the model of each request."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+__all__ = [
+    "BUILTIN_PROMPTS",
+    "LengthDist",
+    "ModelMix",
+    "RequestSpec",
+    "WorkloadConfig",
+    "build_requests",
+]
+
+Api = Literal["chat", "completions"]
+
+# Common English words; random draws from them make prompts that share no prefix.
+_WORD_TEXT = """the of and to in is you that it he was for on are as with his they at be this have from or one
+    had by word but not what all were we when your can said there use an each which she do how their if
+    will up other about out many then them these so some her would make like him into time has look two
+    more write go see number no way could people my than first water been call who oil its now find long
+    down day did get come made may part over new sound take only little work know place year live me back
+    give most very after thing our just name good sentence man think say great where help through much
+    before line right too mean old any same tell boy follow came want show also around form three small
+    set put end does another well large must big even such because turn here why ask went men read need
+    land different home us move try kind hand picture again change off play spell air away animal house
+    point page letter mother answer found study still learn should world high every near add food
+    between own below country plant last school father keep tree never start city earth eye light"""
+_WORDS = tuple(_WORD_TEXT.split())
+
+BUILTIN_PROMPTS: tuple[str, ...] = (
+    "What is the capital of Australia, and why was it chosen over Sydney and Melbourne?",
+    "Explain the difference between a process and a thread to a new programmer.",
+    "Write a haiku about a rainy morning in a busy city.",
+    "Summarise the causes of the French Revolution in five bullet points.",
+    "How does a refrigerator keep food cold? Keep it simple.",
+    "Translate into French: 'The meeting has been moved to Thursday afternoon.'",
+    "Give me three ideas for a vegetarian dinner that takes under thirty minutes.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Why is the sky blue during the day and red at sunset?",
+    "Draft a polite email asking a colleague to review my pull request by Friday.",
+    "What are the main trade-offs between SQL and NoSQL databases?",
+    "Tell a short story about a lighthouse keeper who finds a message in a bottle.",
+    "List the planets of the solar system in order with one fact about each.",
+    "Explain what a Fourier transform does without using equations.",
+    "What should I pack for a three-day hiking trip in the mountains?",
+    "Compare the economic policies of Keynes and Hayek in a short paragraph.",
+    "How do vaccines train the immune system?",
+    "Write a limerick about a cat who learned to code.",
+    "Describe how to make a good cup of pour-over coffee, step by step.",
+    "What is the time complexity of quicksort, and when does it degrade?",
+)
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One request to send: everything but the transport.
+
+    Attributes:
+        model: Model (or adapter) name for the `model` field.
+        api: Which OpenAI endpoint the request is for.
+        prompt: The prompt text, for the completions API.
+        messages: The chat messages, for the chat API.
+        max_tokens: Upper bound on generated tokens.
+        ignore_eos: Ask the server to keep generating past EOS (a vLLM extension).
+        min_tokens: Lower bound on generated tokens (a vLLM extension).
+    """
+
+    model: str
+    api: Api
+    prompt: str | None
+    messages: list[dict] | None
+    max_tokens: int
+    ignore_eos: bool = False
+    min_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.api == "chat" and self.messages is None:
+            raise ValueError("a chat request needs messages")
+        if self.api == "completions" and self.prompt is None:
+            raise ValueError("a completions request needs a prompt")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    def body(self) -> dict:
+        """The streaming JSON body; the vLLM extensions appear only when set."""
+        body: dict[str, Any] = {"model": self.model}
+        body.update({"messages": self.messages} if self.api == "chat" else {"prompt": self.prompt})
+        body.update(max_tokens=self.max_tokens, stream=True, stream_options={"include_usage": True})
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        if self.min_tokens is not None:
+            body["min_tokens"] = self.min_tokens
+        return body
+
+
+def _number(text: str, spec: str, *, integer: bool) -> float:
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"spec {spec!r}: {text!r} is not {kind}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"spec {spec!r}: {text!r} is not finite")
+    return value
+
+
+@dataclass(frozen=True)
+class LengthDist:
+    """A distribution of token counts, parsed from a short spec string.
+
+    Specs: `"64"` or `"fixed:64"`; `"uniform:32:128"` (bounds inclusive); `"normal:MEAN:STD"`
+    (rounded, clipped to at least 1); `"hist:32=0.5,64=0.3,128=0.2"` (values and weights, which are
+    normalised).
+
+    Attributes:
+        kind: `fixed`, `uniform`, `normal` or `hist`.
+        params: The value (fixed), bounds (uniform), mean and std (normal), or the values (hist).
+        weights: The probabilities of the hist values; empty for other kinds.
+    """
+
+    kind: Literal["fixed", "uniform", "normal", "hist"]
+    params: tuple[float, ...]
+    weights: tuple[float, ...] = field(default=())
+
+    @classmethod
+    def parse(cls, spec: str) -> LengthDist:
+        """Parse a spec string.
+
+        Raises:
+            ValueError: If the spec is malformed or a length is below 1.
+        """
+        kind, _, rest = spec.strip().partition(":")
+        if not rest:
+            kind, rest = "fixed", kind
+        parts = rest.split(":")
+        if kind == "fixed" and len(parts) == 1:
+            value = _number(parts[0], spec, integer=True)
+            if value < 1:
+                raise ValueError(f"length spec {spec!r}: length must be >= 1")
+            return cls("fixed", (value,))
+        if kind == "uniform" and len(parts) == 2:
+            low, high = (_number(part, spec, integer=True) for part in parts)
+            if not 1 <= low <= high:
+                raise ValueError(f"length spec {spec!r}: need 1 <= low <= high")
+            return cls("uniform", (low, high))
+        if kind == "normal" and len(parts) == 2:
+            mean, std = (_number(part, spec, integer=False) for part in parts)
+            if mean < 1 or std < 0:
+                raise ValueError(f"length spec {spec!r}: need mean >= 1 and std >= 0")
+            return cls("normal", (mean, std))
+        if kind == "hist" and len(parts) == 1:
+            return cls._parse_hist(parts[0], spec)
+        raise ValueError(
+            f"bad length spec {spec!r}: expected N, fixed:N, uniform:LOW:HIGH, normal:MEAN:STD"
+            " or hist:N=W,N=W,..."
+        )
+
+    @classmethod
+    def _parse_hist(cls, body: str, spec: str) -> LengthDist:
+        values, weights = [], []
+        for item in body.split(","):
+            value, sep, weight = item.partition("=")
+            if not sep:
+                raise ValueError(f"length spec {spec!r}: {item!r} is not VALUE=WEIGHT")
+            values.append(_number(value, spec, integer=True))
+            weights.append(_number(weight, spec, integer=False))
+        if min(values) < 1 or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"length spec {spec!r}: need values >= 1 and non-negative weights with sum > 0")
+        total = sum(weights)
+        return cls("hist", tuple(values), tuple(w / total for w in weights))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw `n` lengths, each at least 1, as an int64 array."""
+        if self.kind == "fixed":
+            return np.full(n, int(self.params[0]), dtype=np.int64)
+        if self.kind == "uniform":
+            low, high = (int(p) for p in self.params)
+            return rng.integers(low, high, size=n, endpoint=True, dtype=np.int64)
+        if self.kind == "normal":
+            mean, std = self.params
+            return np.maximum(np.rint(rng.normal(mean, std, size=n)), 1).astype(np.int64)
+        values = np.asarray(self.params, dtype=np.int64)
+        return values[rng.choice(len(values), size=n, p=np.asarray(self.weights))]
+
+
+@dataclass(frozen=True)
+class ModelMix:
+    """Which model each request names, parsed from a spec string.
+
+    Specs: `"base"`; `"base=3,alpha=1,beta=1"` (weights, default 1, normalised);
+    `"zipf:1.1:base,alpha,beta"` (weight of the name at rank r proportional to 1/r**s).
+
+    Attributes:
+        names: The model names, in rank order for Zipf.
+        weights: Their probabilities, summing to 1.
+    """
+
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelMix:
+        """Parse a spec string.
+
+        Raises:
+            ValueError: If the spec is malformed, names repeat or weights are not positive.
+        """
+        spec = spec.strip()
+        if spec.startswith("zipf:"):
+            exponent, sep, listed = spec.removeprefix("zipf:").partition(":")
+            if not sep:
+                raise ValueError(f"model mix {spec!r}: expected zipf:S:NAME,NAME,...")
+            s = _number(exponent, spec, integer=False)
+            if s < 0:
+                raise ValueError(f"model mix {spec!r}: exponent must be >= 0")
+            names = [name.strip() for name in listed.split(",")]
+            raw = [1 / rank**s for rank in range(1, len(names) + 1)]
+        else:
+            names, raw = [], []
+            for item in spec.split(","):
+                name, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
+                raw.append(_number(weight, spec, integer=False))
+                names.append(name.strip())
+        if not all(names):
+            raise ValueError(f"model mix {spec!r}: empty model name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model mix {spec!r}: repeated model name")
+        if not all(w > 0 for w in raw):
+            raise ValueError(f"model mix {spec!r}: weights must be positive")
+        total = sum(raw)
+        return cls(tuple(names), tuple(w / total for w in raw))
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Draw the model names of `n` requests."""
+        if len(self.names) == 1:
+            return [self.names[0]] * n
+        picks = rng.choice(len(self.names), size=n, p=np.asarray(self.weights))
+        return [self.names[i] for i in picks]
+
+
+class WorkloadConfig(BaseModel):
+    """What requests to generate.
+
+    Attributes:
+        source: `synthetic` (random words or tokens), `builtin` (a small set of real prompts) or
+            `jsonl` (prompts from `dataset`).
+        dataset: A JSONL file of `{"prompt": ...}` or `{"messages": [...]}` lines, each with an
+            optional `max_tokens`; required by and only used with `source="jsonl"`.
+        api: Which endpoint the requests are for.
+        input_len: A `LengthDist` spec for synthetic prompt lengths, in tokens.
+        output_len: A `LengthDist` spec for `max_tokens` (a JSONL line's own `max_tokens` wins).
+        models: A `ModelMix` spec.
+        ignore_eos: Send vLLM's `ignore_eos`.
+        min_tokens: Send vLLM's `min_tokens = max_tokens`, so each request produces exactly its
+            output length.
+        tokenizer: A `transformers.AutoTokenizer` name or path, for synthetic prompts
+            whose length is close to `input_len` in that tokenizer's tokens.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["synthetic", "builtin", "jsonl"] = "synthetic"
+    dataset: Path | None = None
+    api: Api = "chat"
+    input_len: str = "64"
+    output_len: str = "64"
+    models: str
+    ignore_eos: bool = False
+    min_tokens: bool = False
+    tokenizer: str | None = None
+
+    @field_validator("input_len", "output_len")
+    @classmethod
+    def _check_length(cls, spec: str) -> str:
+        LengthDist.parse(spec)
+        return spec
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, spec: str) -> str:
+        ModelMix.parse(spec)
+        return spec
+
+    @model_validator(mode="after")
+    def _check_dataset(self) -> WorkloadConfig:
+        if self.source == "jsonl" and self.dataset is None:
+            raise ValueError("source='jsonl' needs a dataset")
+        if self.source != "jsonl" and self.dataset is not None:
+            raise ValueError("dataset is only used with source='jsonl'")
+        return self
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One prompt: text or messages, and an optional own `max_tokens`."""
+
+    prompt: str | None = None
+    messages: list[dict] | None = None
+    max_tokens: int | None = None
+
+
+def _load_jsonl(path: Path, api: Api) -> list[_Entry]:
+    """Read a JSONL dataset, checking every line against the API.
+
+    Raises:
+        ValueError: On bad JSON, a malformed line, or a messages line for the completions API;
+            the message names the line number.
+    """
+    entries = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                entries.append(_parse_line(line, f"{path}:{number}", api))
+    if not entries:
+        raise ValueError(f"{path}: no prompts in dataset")
+    return entries
+
+
+def _parse_line(line: str, where: str, api: Api) -> _Entry:
+    try:
+        item = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"{where}: bad JSON: {exc}") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    max_tokens = item.get("max_tokens")
+    if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
+        raise ValueError(f"{where}: max_tokens must be an integer >= 1")
+    prompt, messages = item.get("prompt"), item.get("messages")
+    if (prompt is None) == (messages is None):
+        raise ValueError(f"{where}: expected exactly one of 'prompt' or 'messages'")
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise ValueError(f"{where}: 'prompt' must be a string")
+        return _Entry(prompt=prompt, max_tokens=max_tokens)
+    if api == "completions":
+        raise ValueError(f"{where}: a 'messages' line cannot be sent to the completions API")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise ValueError(f"{where}: 'messages' must be a non-empty list of objects")
+    return _Entry(messages=messages, max_tokens=max_tokens)
+
+
+def _shuffled_cycle(rng: np.random.Generator, size: int, count: int) -> np.ndarray:
+    """`count` indices into `size` items: each used once per pass, in a fresh random order per pass."""
+    passes = -(-count // size)
+    return np.concatenate([rng.permutation(size) for _ in range(passes)])[:count]
+
+
+def _word_prompts(lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """Prompts of `lengths` random common words.
+
+    The prompt length in tokens is then only approximate (a word is about 1.3 tokens); the
+    server's reported usage gives the real count.
+    """
+    words = np.asarray(_WORDS)
+    picks = words[rng.integers(len(words), size=int(lengths.sum()))]
+    bounds = np.cumsum(lengths)[:-1]
+    return [" ".join(chunk) for chunk in np.split(picks, bounds)]
+
+
+def _token_prompts(lengths: np.ndarray, rng: np.random.Generator, tokenizer_name: str) -> list[str]:
+    """Prompts decoded from `lengths` random non-special token ids of a tokenizer."""
+    # Imported here: transformers is slow to import and only this optional path needs it.
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    allowed = np.setdiff1d(np.arange(tokenizer.vocab_size), tokenizer.all_special_ids)
+    return [tokenizer.decode(allowed[rng.integers(len(allowed), size=int(n))].tolist()) for n in lengths]
+
+
+def _prompts(config: WorkloadConfig, count: int, input_rng: np.random.Generator) -> list[_Entry]:
+    if config.source == "synthetic":
+        lengths = LengthDist.parse(config.input_len).sample(input_rng, count)
+        if config.tokenizer:
+            texts = _token_prompts(lengths, input_rng, config.tokenizer)
+        else:
+            texts = _word_prompts(lengths, input_rng)
+        return [_Entry(prompt=text) for text in texts]
+    if config.source == "builtin":
+        pool = [_Entry(prompt=text) for text in BUILTIN_PROMPTS]
+    else:
+        assert config.dataset is not None  # checked by WorkloadConfig
+        pool = _load_jsonl(config.dataset, config.api)
+    return [pool[i] for i in _shuffled_cycle(input_rng, len(pool), count)]
+
+
+def build_requests(config: WorkloadConfig, count: int, seed: int) -> list[RequestSpec]:
+    """Generate `count` requests, identical for the same config and seed.
+
+    Args:
+        config: What to generate.
+        count: How many requests.
+        seed: Seed of every random choice.
+
+    Returns:
+        The requests, in sending order.
+
+    Raises:
+        ValueError: If `count` is negative or the dataset is invalid.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count == 0:
+        return []
+    # Independent streams per aspect, so that changing the model mix does not change the prompts.
+    model_rng, input_rng, output_rng = np.random.default_rng(seed).spawn(3)
+    models = ModelMix.parse(config.models).sample(model_rng, count)
+    output_lens = LengthDist.parse(config.output_len).sample(output_rng, count)
+    requests = []
+    for model, entry, sampled in zip(models, _prompts(config, count, input_rng), output_lens, strict=True):
+        max_tokens = entry.max_tokens if entry.max_tokens is not None else int(sampled)
+        messages = entry.messages
+        if config.api == "chat" and messages is None:
+            messages = [{"role": "user", "content": entry.prompt}]
+        elif messages is not None:
+            # A fresh copy per request: a dataset line may be reused, and callers may edit bodies.
+            messages = [dict(message) for message in messages]
+        requests.append(
+            RequestSpec(
+                model=model,
+                api=config.api,
+                prompt=entry.prompt if config.api == "completions" else None,
+                messages=messages if config.api == "chat" else None,
+                max_tokens=max_tokens,
+                ignore_eos=config.ignore_eos,
+                min_tokens=max_tokens if config.min_tokens else None,
+            )
+        )
+    return requests
