@@ -1,0 +1,154 @@
+"""Open- and closed-loop drivers with a fake `send`: schedule order, concurrency limits, phases.
+
+Only ordering is asserted (a request never goes before its time, never past a free slot), never how
+promptly the loop kept up: the machine may be busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from loadtest.arrivals import schedule
+from loadtest.client import Outcome
+from loadtest.scheduler import Sent, Window, run_closed_loop, run_open_loop
+
+# asyncio may run a timer up to its clock's resolution early (BaseEventLoop._run_once).
+CLOCK_SLACK_S = time.get_clock_info("monotonic").resolution
+
+
+class FakeSend:
+    """Sleeps `work_s` per request, counting how many are in flight at once."""
+
+    def __init__(self, work_s: float) -> None:
+        self.work_s = work_s
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.calls: list[int] = []
+        self.called_at: dict[int, float] = {}
+
+    async def __call__(self, index: int) -> Outcome:
+        outcome = Outcome(sent_at=time.perf_counter())
+        self.called_at[index] = outcome.sent_at
+        self.calls.append(index)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.work_s)
+        finally:
+            self.in_flight -= 1
+        outcome.first_token_at = outcome.end_at = time.perf_counter()
+        outcome.completion_tokens = index
+        return outcome
+
+
+OFFSETS = schedule("poisson", rate=100.0, duration_s=0.5, seed=3)
+
+
+def test_the_schedule_is_about_fifty_offsets_over_half_a_second() -> None:
+    assert 30 <= len(OFFSETS) <= 75
+    assert OFFSETS[-1] < 0.5
+
+
+async def test_open_loop_never_dispatches_before_the_schedule() -> None:
+    send = FakeSend(work_s=0.01)
+    done: list[Sent] = []
+    started_at = time.perf_counter()
+    sent = await run_open_loop(OFFSETS, send, started_at, on_done=done.append)
+    assert [s.index for s in sent] == list(range(len(OFFSETS)))
+    assert sorted(send.calls) == list(range(len(OFFSETS)))
+    assert sorted(s.index for s in done) == list(range(len(OFFSETS)))
+    for s in sent:
+        assert s.scheduled_at_s == OFFSETS[s.index]
+        assert s.dispatched_at_s >= s.scheduled_at_s - CLOCK_SLACK_S
+        assert s.outcome.sent_at - started_at >= s.dispatched_at_s
+        assert s.outcome.completion_tokens == s.index  # each record carries its own request's outcome
+
+
+async def test_open_loop_dispatches_in_schedule_order() -> None:
+    send = FakeSend(work_s=0.0)
+    sent = await run_open_loop(OFFSETS, send, time.perf_counter())
+    dispatched = [s.dispatched_at_s for s in sent]
+    assert dispatched == sorted(dispatched)
+
+
+async def test_open_loop_with_a_cap_waits_for_a_free_slot() -> None:
+    send = FakeSend(work_s=0.05)
+    started_at = time.perf_counter()
+    sent = await run_open_loop(OFFSETS, send, started_at, concurrency_cap=2)
+    assert send.max_in_flight == 2
+    assert len(sent) == len(OFFSETS)
+    waits = [s.outcome.sent_at - started_at - s.dispatched_at_s for s in sent]
+    assert all(wait >= 0.0 for wait in waits)
+    # At 100/s with two 50 ms slots the cap serves 40/s, so requests queue: whatever the order slots are
+    # granted in, the j-th send to start cannot start before floor(j / 2) sends of 50 ms have ended.
+    starts = sorted(s.outcome.sent_at - started_at for s in sent)
+    for j, start in enumerate(starts):
+        assert start >= j // 2 * 0.05 - 1e-6
+    assert starts[-1] > OFFSETS[-1] + 0.5  # long after the last request was scheduled
+    assert max(waits) > 0.1  # someone was dispatched, then waited for a slot
+
+
+async def test_open_loop_without_a_cap_runs_everything_at_once() -> None:
+    # Ten requests scheduled at 0, each taking 100 ms: all ten are in flight together.
+    send = FakeSend(work_s=0.1)
+    await run_open_loop(np.zeros(10), send, time.perf_counter())
+    assert send.max_in_flight == 10
+
+
+async def test_open_loop_late_start_dispatches_immediately_and_records_the_lag() -> None:
+    # The point's time zero is already 0.2 s in the past: every dispatch is late, none is early.
+    send = FakeSend(work_s=0.0)
+    offsets = np.array([0.0, 0.05, 0.1])
+    sent = await run_open_loop(offsets, send, time.perf_counter() - 0.2)
+    assert all(s.dispatched_at_s >= 0.2 for s in sent)
+
+
+async def test_closed_loop_holds_the_concurrency() -> None:
+    send = FakeSend(work_s=0.02)
+    done: list[Sent] = []
+    started_at = time.perf_counter()
+    sent = await run_closed_loop(3, 0.3, send, started_at, on_done=done.append)
+    assert send.max_in_flight == 3
+    indices = [s.index for s in sent]
+    assert indices == list(range(len(sent)))
+    assert len(done) == len(sent)
+    # Three workers, 20 ms each, for 300 ms: at most 3 * 15 requests, and each worker sends more than one.
+    assert 3 < len(sent) <= 3 * 15 + 3
+    for s in sent:
+        assert s.scheduled_at_s == s.dispatched_at_s
+        assert 0.0 <= s.scheduled_at_s < 0.3
+        assert s.outcome.sent_at - started_at >= s.scheduled_at_s
+        assert s.outcome.completion_tokens == s.index
+
+
+async def test_closed_loop_sends_nothing_after_the_duration() -> None:
+    send = FakeSend(work_s=0.0)
+    sent = await run_closed_loop(2, 0.05, send, time.perf_counter() - 0.1)
+    assert sent == []
+    assert send.calls == []
+
+
+@pytest.mark.parametrize(
+    ("at_s", "phase"),
+    [
+        (0.0, "warmup"),
+        (4.999, "warmup"),
+        (5.0, "measure"),
+        (10.0, "measure"),
+        (14.999, "measure"),
+        (15.0, "cooldown"),
+        (100.0, "cooldown"),
+    ],
+)
+def test_window_phase_boundaries(at_s: float, phase: str) -> None:
+    assert Window(start_s=5.0, end_s=15.0).phase(at_s) == phase
+
+
+def test_window_without_warmup() -> None:
+    window = Window(start_s=0.0, end_s=1.0)
+    assert window.phase(0.0) == "measure"
+    assert window.phase(1.0) == "cooldown"
