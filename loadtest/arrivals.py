@@ -6,6 +6,7 @@ measured from these scheduled times, so a late client cannot hide a slow server 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -26,7 +27,9 @@ def schedule(
     if rate <= 0 or duration_s <= 0:
         raise ValueError(f"rate and duration must be positive, got {rate} and {duration_s}")
     if arrival == "constant":
-        return np.arange(0.0, duration_s, 1.0 / rate)
+        # Offsets as index / rate: np.arange with a float step can overshoot duration_s by rounding.
+        offsets = np.arange(math.ceil(rate * duration_s)) / rate
+        return offsets[offsets < duration_s]
     shape = 1.0 if arrival == "poisson" else burstiness
     if shape <= 0:
         raise ValueError(f"burstiness must be positive, got {burstiness}")

@@ -47,6 +47,8 @@ class Outcome:
 
 def _token_text(choice: dict) -> str:
     """The text a chunk's choice carries; empty for role-only and finish chunks."""
+    if not isinstance(choice, dict):
+        raise ValueError(f"a choice that is not a JSON object: {choice!r}")
     if "text" in choice:  # completions
         return choice["text"] or ""
     delta = choice.get("delta") or {}
@@ -92,32 +94,18 @@ class StreamingClient:
         return outcome
 
     async def _read_stream(self, response: aiohttp.ClientResponse, outcome: Outcome) -> None:
-        parser, pieces, last_token_at, done = SseParser(), [], None, False
+        stream, parser, read_at = _Stream(outcome), SseParser(), 0.0
         async for raw in response.content.iter_any():
             read_at = time.perf_counter()  # before parsing, so parsing cost never counts as latency
-            for data in parser.feed(raw):
-                if data == "[DONE]":
-                    done = True
-                    continue
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    _failed(outcome, "stream_error", json.dumps(chunk["error"]))
-                    return
-                text = "".join(_token_text(choice) for choice in chunk.get("choices") or ())
-                if text:
-                    pieces.append(text)
-                    if last_token_at is None:
-                        outcome.first_token_at = read_at
-                    else:
-                        outcome.itl_s.append(read_at - last_token_at)
-                    last_token_at = read_at
-                if usage := chunk.get("usage"):
-                    _take_usage(outcome, usage)
-        outcome.end_at = last_token_at
-        if not done:
+            if not stream.take(parser.feed(raw), read_at):
+                return
+        if not stream.take(parser.finish(), read_at):
+            return
+        outcome.end_at = stream.last_token_at
+        if not stream.done:
             _failed(outcome, "incomplete_stream", "the stream ended without [DONE]")
         if outcome.completion_tokens is None:
-            self._count_locally(outcome, "".join(pieces))
+            self._count_locally(outcome, "".join(stream.pieces))
 
     def _count_locally(self, outcome: Outcome, text: str) -> None:
         if self._count_tokens is not None:
@@ -125,6 +113,40 @@ class StreamingClient:
         else:
             chunks = len(outcome.itl_s) + (outcome.first_token_at is not None)
             outcome.completion_tokens, outcome.token_source = chunks, "chunks"
+
+
+class _Stream:
+    """What one stream has shown so far."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.pieces: list[str] = []
+        self.last_token_at: float | None = None
+        self.done = False
+
+    def take(self, events: list[str], read_at: float) -> bool:
+        """Account for the events of one read; False when the server reported an error in the stream."""
+        for data in events:
+            if data == "[DONE]":
+                self.done = True
+                continue
+            chunk = json.loads(data)
+            if not isinstance(chunk, dict):
+                raise ValueError(f"a stream event that is not a JSON object: {data[:100]}")
+            if "error" in chunk:
+                _failed(self.outcome, "stream_error", json.dumps(chunk["error"]))
+                return False
+            text = "".join(_token_text(choice) for choice in chunk.get("choices") or ())
+            if text:
+                self.pieces.append(text)
+                if self.last_token_at is None:
+                    self.outcome.first_token_at = read_at
+                else:
+                    self.outcome.itl_s.append(read_at - self.last_token_at)
+                self.last_token_at = read_at
+            if usage := chunk.get("usage"):
+                _take_usage(self.outcome, usage)
+        return True
 
 
 def _take_usage(outcome: Outcome, usage: dict) -> None:

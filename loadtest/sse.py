@@ -25,6 +25,12 @@ class SseParser:
         *events, self._buffer = self._buffer.split(b"\n\n")
         return [data for event in events if (data := _event_data(event)) is not None]
 
+    def finish(self) -> list[str]:
+        """At the end of the body: a held-back CR was a line end; an unterminated event is dropped."""
+        if not self._buffer.endswith(b"\r"):
+            return []
+        return self.feed(b"\n")  # completes the held-back CR as a CRLF
+
     @property
     def pending(self) -> bytes:
         """Bytes of an event not yet complete."""

@@ -157,15 +157,6 @@ def test_constant_count_is_exact(rate: int, duration_s: int) -> None:
     assert len(offsets) == exact_constant_count(Fraction(rate), Fraction(duration_s))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "loadtest/arrivals.py:29 np.arange(0.0, duration_s, 1.0 / rate) sizes its output as "
-        "ceil(duration_s / (1 / rate)): for rate 49 over 10 s that is ceil(490.00000000000006) = 491, and "
-        "the extra element 490 * (1 / 49) rounds to exactly 10.0, an offset equal to duration_s outside the "
-        "documented [0, duration_s): 491 sends instead of 490"
-    ),
-)
 @pytest.mark.parametrize(("rate", "duration_s"), [(49, 10), (98, 10), (161, 400)])
 def test_constant_schedule_when_the_step_does_not_round_trip(rate: int, duration_s: int) -> None:
     offsets = schedule("constant", float(rate), float(duration_s), seed=0)
