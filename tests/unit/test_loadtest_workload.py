@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from loadtest.sampling import LengthDist, ModelMix
 from loadtest.workload import (
     BUILTIN_PROMPTS,
-    LengthDist,
-    ModelMix,
     RequestSpec,
     WorkloadConfig,
     build_requests,
