@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
 import subprocess
 import sys
 import time
@@ -14,42 +14,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[2]
+from loadtest.processes import start_server, stop_server
+
 MESSAGES = [{"role": "user", "content": "say something nice"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(*extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "loadtest.stub_server", "--port", str(port), *extra]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise TimeoutError("stub server did not become healthy")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout:
-        process.stdout.close()
+    return start_server([sys.executable, "-m", "loadtest.stub_server", *extra], Path(os.devnull))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +30,7 @@ def client() -> Iterator[httpx.Client]:
         with httpx.Client(base_url=url, timeout=10) as http:
             yield http
     finally:
-        _stop(process)
+        stop_server(process)
 
 
 def _events(client: httpx.Client, path: str, body: dict) -> list[str]:
@@ -203,7 +174,7 @@ def test_paced_stream_takes_its_time_and_stops_on_disconnect() -> None:
             time.sleep(0.2)
             generated = _counters(http)["vllm:generation_tokens_total"]
     finally:
-        _stop(process)
+        stop_server(process)
     assert events[-1] == "[DONE]"
     # 50 ms to the first token, then 5 gaps of 10 ms.
     assert elapsed_s >= 0.095
