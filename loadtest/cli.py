@@ -153,17 +153,26 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         config = config_from_args(args)
         result = run_sync(config, console)
     except (ValidationError, ValueError) as err:
-        console.print(f"[red]invalid configuration:[/red] {err}")
+        _error(console, f"invalid configuration: {err}")
         return 2
     except TargetError as err:
-        console.print(f"[red]{err}[/red]")
+        _error(console, str(err))
         return 2
     write_reports(result, args.out or _default_out(), console)
     return 0
 
 
+def _error(console: Console, message: str) -> None:
+    # Error texts quote user input: no markup or emoji codes (":x:") may be read into them.
+    console.print(message, style="red", markup=False, emoji=False, highlight=False)
+
+
 def _compare(args: argparse.Namespace, console: Console) -> int:
-    first, second = reports.read_json(args.first), reports.read_json(args.second)
+    try:
+        first, second = reports.read_json(args.first), reports.read_json(args.second)
+    except (OSError, ValueError) as err:
+        _error(console, f"cannot read a result file: {err}")
+        return 2
     names = tuple(args.names) if args.names else (args.first.parent.name, args.second.parent.name)
     if args.markdown:
         print(reports.compare_markdown(first, second, names))  # noqa: T201 - the command's output

@@ -97,3 +97,13 @@ def test_calibration_writes_its_reports(tmp_path: Path) -> None:
     assert point["requests"] == 200  # 50/s constant over 4 s
     assert point["load"]["arrival"] == "constant"
     assert {check["name"] for check in point["validity"]["checks"]} >= {"schedule_lag_p99", "client_cpu"}
+
+
+def test_bad_inputs_are_reported_verbatim_without_a_traceback(tmp_path: Path) -> None:
+    finished = _bench("run", "--url", "http://127.0.0.1:9", "--model", "zipf:x:a", "--rate", "1")
+    assert finished.returncode == 2
+    assert "spec 'zipf:x:a': 'x' is not a number" in finished.stderr
+    finished = _bench("compare", str(tmp_path / "missing.json"), str(tmp_path / "missing.json"))
+    assert finished.returncode == 2
+    assert "cannot read a result file" in finished.stderr
+    assert "Traceback" not in finished.stderr
