@@ -6,6 +6,7 @@ Times are in seconds and energy in joules (base units); reports convert for disp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -218,3 +219,8 @@ class RunResult(BaseModel):
     best: int | None = None  # the valid point with the lowest J/token that meets the SLOs
     stopped_because: str | None = None  # why a sweep ended before its last point
     requests: list[RequestRecord] | None = None  # per-request records, when asked for
+
+
+def energy_field(name: str) -> Callable[[PointResult], float | str | None]:
+    """A reader of one `EnergySummary` field of a point; it reads None where the point has no energy."""
+    return lambda point: None if point.energy is None else getattr(point.energy, name)

@@ -125,10 +125,9 @@ class MetricsProbe:
         self._period_s = period_s
         self.series = MetricsSeries()
         self._task: asyncio.Task | None = None
-        self.available = True
 
     async def scrape(self) -> Scrape | None:
-        """One scrape now, added to the series; None (and `available` false) when the target has none."""
+        """One scrape now, added to the series; None when the target answers no metrics."""
         asked_at = time.perf_counter()
         try:
             async with self._session.get(self._url, timeout=SCRAPE_TIMEOUT) as response:
@@ -137,7 +136,6 @@ class MetricsProbe:
             return None
         at = (asked_at + time.perf_counter()) / 2  # the server rendered the page somewhere in between
         if status != 200:
-            self.available = False
             return None
         scrape = parse_metrics(text, at)
         self.series.add(scrape)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from loadtest.results import Distribution, PointResult, RequestRecord
+from loadtest.results import Distribution, PointResult, RequestRecord, energy_field
 
+_energy = energy_field("joules_per_output_token")
 METRICS = ("ttft", "itl", "tpot", "e2e")
 PERCENTILES = ("p50", "p90", "p95", "p99", "p999")
 _UNITS = {"ms": 1e-3, "s": 1.0, "": 1.0}
@@ -56,10 +57,6 @@ def point_meets(distributions: dict[str, Distribution], slos: dict[str, float]) 
         if value is None or value > limit:
             return False
     return True
-
-
-def _energy(point: PointResult) -> float | None:
-    return point.energy.joules_per_output_token if point.energy else None
 
 
 def pareto_front(points: list[PointResult]) -> list[int]:

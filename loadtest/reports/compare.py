@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loadtest.reports.console import DASH, format_ms, format_number
-from loadtest.results import PointResult, RunResult
+from loadtest.results import PointResult, RunResult, energy_field
 
 # Ratios within this band of 1 are left uncoloured: run-to-run noise of a point is a few per cent.
 NOISE = 0.05
@@ -32,10 +32,6 @@ class Metric:
     higher_is_better: bool
 
 
-def _energy(attr: str) -> Callable[[PointResult], float | None]:
-    return lambda p: None if p.energy is None else getattr(p.energy, attr)
-
-
 METRICS = (
     Metric("request_throughput", "req/s", lambda p: p.request_throughput, format_number, True),
     Metric("output_throughput", "output tok/s", lambda p: p.output_throughput, format_number, True),
@@ -45,12 +41,16 @@ METRICS = (
     Metric("itl_p99_s", "ITL p99 ms", lambda p: p.itl_s.p99, format_ms, False),
     Metric("e2e_p99_s", "e2e p99 ms", lambda p: p.e2e_s.p99, format_ms, False),
     Metric(
-        "joules_per_output_token", "J/out token", _energy("joules_per_output_token"), format_number, False
+        "joules_per_output_token",
+        "J/out token",
+        energy_field("joules_per_output_token"),
+        format_number,
+        False,
     ),
     Metric(
         "joules_per_output_token_above_idle",
         "J/out token above idle",
-        _energy("joules_per_output_token_above_idle"),
+        energy_field("joules_per_output_token_above_idle"),
         format_number,
         False,
     ),

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.results import Check, PointResult, RunResult
+from loadtest.results import Check, PointResult, RunResult, energy_field
 
 DASH = "—"
 BEST_MARK = "★"
@@ -36,10 +36,6 @@ def format_ms(seconds: float | None) -> str:
     return DASH if seconds is None else format_number(seconds * 1e3)
 
 
-def _energy(attr: str) -> Callable[[PointResult], float | None]:
-    return lambda p: None if p.energy is None else getattr(p.energy, attr)
-
-
 @dataclass(frozen=True)
 class Column:
     """One numeric column of the points table: a header and how to read a point's cell."""
@@ -60,11 +56,14 @@ _METRIC_COLUMNS = (
     Column("e2e\np99 ms", lambda p: format_ms(p.e2e_s.p99)),
     Column("sched lag\np99 ms", lambda p: format_ms(p.schedule_lag_s.p99)),
     Column("goodput\nreq/s", lambda p: format_number(p.goodput)),
-    Column("J/out\ntok", lambda p: format_number(_energy("joules_per_output_token")(p))),
+    Column("J/out\ntok", lambda p: format_number(energy_field("joules_per_output_token")(p))),
     Column(
-        "J/out tok\nabove idle", lambda p: format_number(_energy("joules_per_output_token_above_idle")(p))
+        "J/out tok\nabove idle",
+        lambda p: format_number(energy_field("joules_per_output_token_above_idle")(p)),
     ),
-    Column("marginal\nJ/out tok", lambda p: format_number(_energy("marginal_joules_per_output_token")(p))),
+    Column(
+        "marginal\nJ/out tok", lambda p: format_number(energy_field("marginal_joules_per_output_token")(p))
+    ),
 )
 
 

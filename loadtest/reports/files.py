@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtest.results import RESULT_VERSION, PointResult, RunResult
+from loadtest.results import RESULT_VERSION, PointResult, RunResult, energy_field
 
 CellValue = str | int | float | bool | None
 
@@ -55,10 +55,6 @@ def _dist(attr: str, stat: str) -> Callable[[PointResult], CellValue]:
     return lambda p: getattr(getattr(p, attr), stat)
 
 
-def _energy(attr: str) -> Callable[[PointResult], CellValue]:
-    return lambda p: None if p.energy is None else getattr(p.energy, attr)
-
-
 def _request_joules(stat: str) -> Callable[[PointResult], CellValue]:
     return lambda p: None if p.energy is None else getattr(p.energy.request_joules, stat)
 
@@ -98,17 +94,17 @@ CSV_COLUMNS: dict[str, Callable[[PointResult], CellValue]] = {
     "client_completion_tokens": lambda p: p.tokens.client_completion,
     "server_prompt_tokens": lambda p: p.tokens.server_prompt,
     "server_completion_tokens": lambda p: p.tokens.server_completion,
-    "energy_source": _energy("source"),
-    "metered_joules": _energy("metered_joules"),
-    "mean_watts": _energy("mean_watts"),
-    "joules_per_output_token": _energy("joules_per_output_token"),
-    "joules_per_total_token": _energy("joules_per_total_token"),
-    "joules_per_output_token_above_idle": _energy("joules_per_output_token_above_idle"),
-    "marginal_joules_per_output_token": _energy("marginal_joules_per_output_token"),
+    "energy_source": energy_field("source"),
+    "metered_joules": energy_field("metered_joules"),
+    "mean_watts": energy_field("mean_watts"),
+    "joules_per_output_token": energy_field("joules_per_output_token"),
+    "joules_per_total_token": energy_field("joules_per_total_token"),
+    "joules_per_output_token_above_idle": energy_field("joules_per_output_token_above_idle"),
+    "marginal_joules_per_output_token": energy_field("marginal_joules_per_output_token"),
     "request_joules_p50": _request_joules("p50"),
     "request_joules_p99": _request_joules("p99"),
-    "attributed_joules": _energy("attributed_joules"),
-    "server_attributed_joules": _energy("server_attributed_joules"),
+    "attributed_joules": energy_field("attributed_joules"),
+    "server_attributed_joules": energy_field("server_attributed_joules"),
 }
 
 

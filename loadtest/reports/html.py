@@ -29,7 +29,7 @@ from loadtest.reports.console import (
     point_mark,
     run_notes,
 )
-from loadtest.results import PointResult, RunResult
+from loadtest.results import PointResult, RunResult, energy_field
 
 NO_ENERGY_NOTE = (
     "No point has energy figures (the server exposed no energy meter), so the J/token plots are left out."
@@ -186,8 +186,8 @@ def _energy_title(result: RunResult, title: str) -> str:
 def _plot_energy(result: RunResult) -> Figure | None:
     fig, ax = _figure()
     pts = [p for p in result.points if p.energy is not None]
-    total = _series(ax, pts, lambda p: p.energy.joules_per_output_token, "J/output token")
-    above = _series(ax, pts, lambda p: p.energy.joules_per_output_token_above_idle, "above idle")
+    total = _series(ax, pts, energy_field("joules_per_output_token"), "J/output token")
+    above = _series(ax, pts, energy_field("joules_per_output_token_above_idle"), "above idle")
     if not (total or above):
         return None
     _log_if_wide(ax)
@@ -200,7 +200,7 @@ def _plot_energy(result: RunResult) -> Figure | None:
 
 def _plot_front(result: RunResult) -> Figure | None:
     def xy(p: PointResult) -> tuple[float, float] | None:
-        x, y = p.e2e_from_schedule_s.p99, None if p.energy is None else p.energy.joules_per_output_token
+        x, y = p.e2e_from_schedule_s.p99, energy_field("joules_per_output_token")(p)
         return None if x is None or y is None else (x, y)
 
     placed = {p.index: (p, xy_) for p in result.points if (xy_ := xy(p)) is not None}
