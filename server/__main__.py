@@ -126,8 +126,8 @@ def use_default_model(args: argparse.Namespace, settings: ServerSettings) -> Non
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `wattserve` command."""
+def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse `wattserve ...`; the positional model and `--model` end up in `args.model`."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.model_tag is not None:
         args.model = args.model_tag
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `wattserve` command."""
+    args = parse_command_line(argv)
     settings = settings_from(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

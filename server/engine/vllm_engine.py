@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
+from vllm.config import VllmConfig
 from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
 from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.renderers import ChatParams, TokenizeParams
 from vllm.renderers.inputs.preprocess import parse_model_prompt
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -22,6 +24,16 @@ from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, Sam
 from server.errors import EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
+
+# vLLM resolves scheduler defaults by who asks: `vllm serve` builds its engine under the OpenAI-server
+# context (on an H100: max_num_seqs 1024, max_num_batched_tokens 8192), a bare engine under ENGINE_CONTEXT
+# (128 / 2048). wattserve is an OpenAI server: the same command line must give the same engine.
+SERVER_USAGE_CONTEXT = UsageContext.OPENAI_API_SERVER
+
+
+def engine_config(engine_args: AsyncEngineArgs) -> VllmConfig:
+    """The engine configuration `vllm serve` resolves for the same engine arguments."""
+    return engine_args.create_engine_config(usage_context=SERVER_USAGE_CONTEXT)
 
 
 @contextlib.contextmanager
@@ -63,7 +75,14 @@ class VllmEngine:
         Returns:
             The running engine.
         """
-        llm = AsyncLLM.from_engine_args(engine_args)
+        # As vLLM's own server builds it (vllm/entrypoints/launchers/api_server/entry.py).
+        llm = AsyncLLM.from_vllm_config(
+            engine_config(engine_args),
+            usage_context=SERVER_USAGE_CONTEXT,
+            enable_log_requests=engine_args.enable_log_requests,
+            aggregate_engine_logging=engine_args.aggregate_engine_logging,
+            disable_log_stats=engine_args.disable_log_stats,
+        )
         names = engine_args.served_model_name
         name = names[0] if isinstance(names, list) and names else names or engine_args.model
         return cls(llm, str(name))
