@@ -4,7 +4,8 @@ Works against any OpenAI-compatible server. The first token is the first chunk w
 reasoning or tool calls (a role-only chunk is not a token); the end is the last such chunk, not the
 trailing usage chunk or `[DONE]`. Token counts come from the server's `usage` (the request always asks
 for it); without it, from the served model's tokenizer if one was given, else from the number of token
-chunks, and each record says which.
+chunks, and each record says which. The `service_tier` a chunk names (OpenAI says there which tier served
+the request) is kept as the server's answer to the tier asked for.
 
 aiohttp rather than httpx: at 300 streamed requests/s against the bundled stub on two cores, an httpx
 client fell to 94 answered requests/s with a 2 s TTFT (its connection pool and pure-Python HTTP parser
@@ -40,6 +41,7 @@ class Outcome:
     token_source: str | None = None
     energy_joules: float | None = None
     energy_source: str | None = None
+    response_service_tier: str | None = None  # the `service_tier` the server's chunks named
     status_code: int | None = None
     error: str | None = None
     error_detail: str | None = None
@@ -136,6 +138,8 @@ class _Stream:
             if "error" in chunk:
                 _failed(self.outcome, "stream_error", json.dumps(chunk["error"]))
                 return False
+            if isinstance(tier := chunk.get("service_tier"), str):
+                self.outcome.response_service_tier = tier
             text = "".join(_token_text(choice) for choice in chunk.get("choices") or ())
             if text:
                 self.pieces.append(text)

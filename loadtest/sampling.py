@@ -1,4 +1,4 @@
-"""Seeded distributions parsed from their command-line specs: token lengths and the mix of model names."""
+"""Seeded distributions parsed from their command-line specs: token lengths, model names and service tiers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["LengthDist", "ModelMix"]
+__all__ = ["SERVICE_TIERS", "LengthDist", "ModelMix", "ServiceTierMix"]
+
+# The values of OpenAI's `service_tier` request field.
+SERVICE_TIERS = ("auto", "default", "flex", "priority")
 
 
 def _number(text: str, spec: str, *, integer: bool) -> float:
@@ -134,11 +137,7 @@ class ModelMix:
             names = [name.strip() for name in listed.split(",")]
             raw = [1 / rank**s for rank in range(1, len(names) + 1)]
         else:
-            names, raw = [], []
-            for item in spec.split(","):
-                name, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
-                raw.append(_number(weight, spec, integer=False))
-                names.append(name.strip())
+            names, raw = _weighted(spec)
         if not all(names):
             raise ValueError(f"model mix {spec!r}: empty model name")
         if len(set(names)) != len(names):
@@ -150,7 +149,62 @@ class ModelMix:
 
     def sample(self, rng: np.random.Generator, n: int) -> list[str]:
         """Draw the model names of `n` requests."""
-        if len(self.names) == 1:
-            return [self.names[0]] * n
-        picks = rng.choice(len(self.names), size=n, p=np.asarray(self.weights))
-        return [self.names[i] for i in picks]
+        return _draw(self.names, self.weights, rng, n)
+
+
+@dataclass(frozen=True)
+class ServiceTierMix:
+    """Which OpenAI `service_tier` each request asks for, parsed from a spec string.
+
+    Specs: `"flex"` (every request), or `"flex=1,default=3"` (weights, default 1, normalised), with tiers
+    from `SERVICE_TIERS`. Drawn like a `ModelMix`, from its own seeded stream.
+
+    Attributes:
+        tiers: The tier names.
+        weights: Their probabilities, summing to 1.
+    """
+
+    tiers: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, spec: str) -> ServiceTierMix:
+        """Parse a spec string.
+
+        Raises:
+            ValueError: If the spec is malformed, a tier is unknown or repeats, or a weight is not positive.
+        """
+        tiers, raw = _weighted(spec.strip())
+        unknown = [tier for tier in tiers if tier not in SERVICE_TIERS]
+        if unknown:
+            raise ValueError(
+                f"service tier mix {spec!r}: unknown tier {unknown[0]!r}, expected {SERVICE_TIERS}"
+            )
+        if len(set(tiers)) != len(tiers):
+            raise ValueError(f"service tier mix {spec!r}: repeated tier")
+        if not all(w > 0 for w in raw):
+            raise ValueError(f"service tier mix {spec!r}: weights must be positive")
+        total = sum(raw)
+        return cls(tuple(tiers), tuple(w / total for w in raw))
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        """Draw the tiers of `n` requests."""
+        return _draw(self.tiers, self.weights, rng, n)
+
+
+def _weighted(spec: str) -> tuple[list[str], list[float]]:
+    """`"a=3,b,c=0.5"` -> the names and their raw weights (1 where none is given)."""
+    names, raw = [], []
+    for item in spec.split(","):
+        name, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
+        raw.append(_number(weight, spec, integer=False))
+        names.append(name.strip())
+    return names, raw
+
+
+def _draw(names: tuple[str, ...], weights: tuple[float, ...], rng: np.random.Generator, n: int) -> list[str]:
+    # One name consumes no randomness, so a single-name mix leaves the stream as it found it.
+    if len(names) == 1:
+        return [names[0]] * n
+    picks = rng.choice(len(names), size=n, p=np.asarray(weights))
+    return [names[i] for i in picks]

@@ -2,7 +2,8 @@
 
 The stub answers `/v1/chat/completions` and `/v1/completions` with exactly `max_tokens` tokens of
 fixed text (finish reason `length`), optionally paced by a time to first token and an inter-token
-latency, and counts tokens on `/metrics` under the vLLM names the harness reconciles against.
+latency, and counts tokens on `/metrics` under the vLLM names the harness reconciles against. Like
+OpenAI, it names in every response the `service_tier` that served the request (`default` for `auto`).
 
 Run it with `python -m loadtest.stub_server --port 8100`, or call `serve_stub(...)`.
 """
@@ -22,6 +23,15 @@ from typing import Any
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from loadtest.stub_fields import (
+    DEFAULT_MAX_TOKENS,
+    BadRequest,
+    count_words,
+    error_body,
+    max_tokens,
+    service_tier,
+)
+
 __all__ = ["DEFAULT_MAX_TOKENS", "TOKEN_TEXT", "StubApp", "main", "serve_stub"]
 
 Scope = dict[str, Any]
@@ -29,7 +39,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-DEFAULT_MAX_TOKENS = 16
 TOKEN_TEXT = " tok"
 """The text of every generated token."""
 
@@ -39,7 +48,7 @@ _DONE = b"data: [DONE]\n\n"
 _TOKEN_JSON = json.dumps(TOKEN_TEXT).encode()
 
 # A chunk is the per-request head (id, object, created, model) followed by one of these tails.
-_HEAD = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":'
+_HEAD = b'data: {"id":"%s","object":"%s","created":%d,"model":%s,"service_tier":"%s","choices":'
 _CHAT_ROLE = (
     b'[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
 )
@@ -61,44 +70,11 @@ class _Reply:
     max_tokens: int
     prompt_tokens: int
     include_usage: bool
-
-
-class _BadRequest(Exception):
-    """A request the stub refuses with a 400."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+    service_tier: str  # as the response names it: the tier asked for, `default` for `auto` or none
 
 
 class _Disconnected(Exception):
     """The client went away before its request body arrived."""
-
-
-def _error(message: str, param: str | None = None, code: str | None = None) -> bytes:
-    """An OpenAI-style error body."""
-    detail = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
-    return json.dumps({"error": detail}).encode()
-
-
-def _count_words(value: Any) -> int:
-    """Whitespace-separated words in a prompt or messages list: a stand-in for a tokenizer.
-
-    Strings count their words, integers count as one token id, lists add up, and dicts (messages
-    and content parts) count their `content` and `text` fields.
-    """
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return 1
-    if isinstance(value, list):
-        return sum(_count_words(item) for item in value)
-    if isinstance(value, dict):
-        return _count_words(value.get("content")) + _count_words(value.get("text"))
-    return 0
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -177,16 +153,16 @@ class StubApp:
             return
         route = self._routes.get(scope["path"])
         if route is None:
-            await _send_body(send, 404, _error(f"no route {scope['path']}"), _JSON_HEADERS)
+            await _send_body(send, 404, error_body(f"no route {scope['path']}"), _JSON_HEADERS)
             return
         method, handler = route
         if scope["method"] != method:
-            await _send_body(send, 405, _error(f"use {method} on {scope['path']}"), _JSON_HEADERS)
+            await _send_body(send, 405, error_body(f"use {method} on {scope['path']}"), _JSON_HEADERS)
             return
         try:
             await handler(receive, send)
-        except _BadRequest as exc:
-            await _send_body(send, 400, _error(exc.message, exc.param), _JSON_HEADERS)
+        except BadRequest as exc:
+            await _send_body(send, 400, error_body(exc.message, exc.param), _JSON_HEADERS)
         except _Disconnected:
             return
 
@@ -204,23 +180,23 @@ class StubApp:
         request = await self._parse(receive)
         messages = request.get("messages")
         if not isinstance(messages, list):
-            raise _BadRequest("'messages' must be a list", "messages")
-        await self._generate(request, _count_words(messages), chat=True, receive=receive, send=send)
+            raise BadRequest("'messages' must be a list", "messages")
+        await self._generate(request, count_words(messages), chat=True, receive=receive, send=send)
 
     async def _completions(self, receive: Receive, send: Send) -> None:
         request = await self._parse(receive)
         if "prompt" not in request:
-            raise _BadRequest("'prompt' is required", "prompt")
-        await self._generate(request, _count_words(request["prompt"]), chat=False, receive=receive, send=send)
+            raise BadRequest("'prompt' is required", "prompt")
+        await self._generate(request, count_words(request["prompt"]), chat=False, receive=receive, send=send)
 
     async def _parse(self, receive: Receive) -> dict[str, Any]:
         raw = await _read_body(receive)
         try:
             request = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _BadRequest(f"request body is not valid JSON: {exc}") from exc
+            raise BadRequest(f"request body is not valid JSON: {exc}") from exc
         if not isinstance(request, dict):
-            raise _BadRequest("request body must be a JSON object")
+            raise BadRequest("request body must be a JSON object")
         return request
 
     async def _generate(
@@ -228,16 +204,17 @@ class StubApp:
     ) -> None:
         model = request.get("model", self.model)
         if not isinstance(model, str):
-            raise _BadRequest("'model' must be a string", "model")
+            raise BadRequest("'model' must be a string", "model")
         stream_options = request.get("stream_options")
         reply = _Reply(
             request_id=f"{'chatcmpl' if chat else 'cmpl'}-{self._id_prefix}{next(self._ids):x}",
             created=int(time.time()),
             model=model,
             chat=chat,
-            max_tokens=_max_tokens(request),
+            max_tokens=max_tokens(request),
             prompt_tokens=prompt_tokens,
             include_usage=isinstance(stream_options, dict) and bool(stream_options.get("include_usage")),
+            service_tier=service_tier(request),
         )
         if request.get("stream"):
             sent = await self._stream(reply, receive, send)
@@ -253,7 +230,13 @@ class StubApp:
         chat, max_tokens = reply.chat, reply.max_tokens
         kind = b"chat.completion.chunk" if chat else b"text_completion"
         model_json = json.dumps(reply.model).encode()
-        head = _HEAD % (reply.request_id.encode(), kind, reply.created, model_json)
+        head = _HEAD % (
+            reply.request_id.encode(),
+            kind,
+            reply.created,
+            model_json,
+            reply.service_tier.encode(),
+        )
         first = head + _CHAT_ROLE + head + _CHAT_TOKEN if chat else head + _TEXT_TOKEN
         token = head + (_CHAT_TOKEN if chat else _TEXT_TOKEN)
         trailer = head + (_CHAT_FINISH if chat else _TEXT_FINISH)
@@ -294,6 +277,7 @@ class StubApp:
             "object": "chat.completion" if reply.chat else "text_completion",
             "created": reply.created,
             "model": reply.model,
+            "service_tier": reply.service_tier,
             "choices": [choice],
             "usage": {
                 "prompt_tokens": prompt_tokens,
@@ -307,17 +291,6 @@ class StubApp:
 
 def _model_card(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": int(time.time()), "owned_by": "wattserve-stub"}
-
-
-def _max_tokens(request: dict[str, Any]) -> int:
-    """`max_completion_tokens`, else `max_tokens`, else the default; at least 1."""
-    param = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
-    value = request.get(param)
-    if value is None:
-        return DEFAULT_MAX_TOKENS
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _BadRequest(f"'{param}' must be an integer >= 1", param)
-    return value
 
 
 async def _client_left(receive: Receive, delay_s: float) -> bool:
@@ -377,13 +350,13 @@ def serve_stub(
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve the stub."""
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.stub_server", description="OpenAI-compatible streaming stub server."
+        prog="python -m loadtest.stub_server",
+        description="OpenAI-compatible streaming stub server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind (default: %(default)s)")
-    parser.add_argument(
-        "--model", default="stub", help="model id listed by /v1/models (default: %(default)s)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind")
+    parser.add_argument("--model", default="stub", help="model id listed by /v1/models")
     parser.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token, ms")
     parser.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens, ms")
     args = parser.parse_args(argv)

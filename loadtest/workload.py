@@ -1,4 +1,4 @@
-"""Seeded request generation: prompts, input and output lengths, and the model of each request."""
+"""Seeded request generation: prompts, input and output lengths, the model and the service tier of each."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from loadtest.sampling import LengthDist, ModelMix
+from loadtest.sampling import LengthDist, ModelMix, ServiceTierMix
 
 __all__ = [
     "BUILTIN_PROMPTS",
@@ -71,6 +71,7 @@ class RequestSpec:
         max_tokens: Upper bound on generated tokens.
         ignore_eos: Ask the server to keep generating past EOS (a vLLM extension).
         min_tokens: Lower bound on generated tokens (a vLLM extension).
+        service_tier: OpenAI's `service_tier` (`auto`, `default`, `flex`, `priority`); None sends none.
     """
 
     model: str
@@ -80,6 +81,7 @@ class RequestSpec:
     max_tokens: int
     ignore_eos: bool = False
     min_tokens: int | None = None
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.api == "chat" and self.messages is None:
@@ -90,7 +92,7 @@ class RequestSpec:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
 
     def body(self) -> dict:
-        """The streaming JSON body; the vLLM extensions appear only when set."""
+        """The streaming JSON body; the vLLM extensions and the service tier appear only when set."""
         body: dict[str, Any] = {"model": self.model}
         body.update({"messages": self.messages} if self.api == "chat" else {"prompt": self.prompt})
         body.update(max_tokens=self.max_tokens, stream=True, stream_options={"include_usage": True})
@@ -98,6 +100,8 @@ class RequestSpec:
             body["ignore_eos"] = True
         if self.min_tokens is not None:
             body["min_tokens"] = self.min_tokens
+        if self.service_tier is not None:
+            body["service_tier"] = self.service_tier
         return body
 
 
@@ -113,6 +117,7 @@ class WorkloadConfig(BaseModel):
         input_len: A `LengthDist` spec for synthetic prompt lengths, in tokens.
         output_len: A `LengthDist` spec for `max_tokens` (a JSONL line's own `max_tokens` wins).
         models: A `ModelMix` spec.
+        service_tiers: A `ServiceTierMix` spec; None leaves `service_tier` out of every request.
         ignore_eos: Send vLLM's `ignore_eos`.
         min_tokens: Send vLLM's `min_tokens = max_tokens`, so each request produces exactly its
             output length.
@@ -128,6 +133,7 @@ class WorkloadConfig(BaseModel):
     input_len: str = "64"
     output_len: str = "64"
     models: str
+    service_tiers: str | None = None
     ignore_eos: bool = False
     min_tokens: bool = False
     tokenizer: str | None = None
@@ -142,6 +148,13 @@ class WorkloadConfig(BaseModel):
     @classmethod
     def _check_models(cls, spec: str) -> str:
         ModelMix.parse(spec)
+        return spec
+
+    @field_validator("service_tiers")
+    @classmethod
+    def _check_service_tiers(cls, spec: str | None) -> str | None:
+        if spec is not None:
+            ServiceTierMix.parse(spec)
         return spec
 
     @model_validator(mode="after")
@@ -265,12 +278,17 @@ def build_requests(config: WorkloadConfig, count: int, seed: int) -> list[Reques
         raise ValueError(f"count must be >= 0, got {count}")
     if count == 0:
         return []
-    # Independent streams per aspect, so that changing the model mix does not change the prompts.
-    model_rng, input_rng, output_rng = np.random.default_rng(seed).spawn(3)
+    # Independent streams per aspect, so that changing the model or tier mix does not change the prompts.
+    # Spawned children depend only on their position: the fourth leaves the first three as they were.
+    model_rng, input_rng, output_rng, tier_rng = np.random.default_rng(seed).spawn(4)
     models = ModelMix.parse(config.models).sample(model_rng, count)
+    tiers: list[str | None] = [None] * count
+    if config.service_tiers is not None:
+        tiers = list(ServiceTierMix.parse(config.service_tiers).sample(tier_rng, count))
     output_lens = LengthDist.parse(config.output_len).sample(output_rng, count)
     requests = []
-    for model, entry, sampled in zip(models, _prompts(config, count, input_rng), output_lens, strict=True):
+    prompts = _prompts(config, count, input_rng)
+    for model, tier, entry, sampled in zip(models, tiers, prompts, output_lens, strict=True):
         max_tokens = entry.max_tokens if entry.max_tokens is not None else int(sampled)
         messages = entry.messages
         if config.api == "chat" and messages is None:
@@ -287,6 +305,7 @@ def build_requests(config: WorkloadConfig, count: int, seed: int) -> list[Reques
                 max_tokens=max_tokens,
                 ignore_eos=config.ignore_eos,
                 min_tokens=max_tokens if config.min_tokens else None,
+                service_tier=tier,
             )
         )
     return requests

@@ -418,3 +418,36 @@ async def test_bare_cr_stream_ending_in_cr_is_complete(stub: Stub) -> None:
     outcome = await client("barecr").send(CHAT)
     assert outcome.first_token_at is not None  # the events before the last are read
     assert outcome.error is None, outcome.error_detail
+
+
+async def test_service_tier_is_sent_and_the_echoed_tier_recorded(stub: Stub) -> None:
+    server, client = stub
+
+    @server.case("tier")
+    async def _(response: web.StreamResponse) -> None:
+        # OpenAI names the tier that served the request on every chunk: `auto` comes back as `default`.
+        for piece in (chat_chunk("a"), chat_chunk("b"), chat_chunk(usage=usage(2, 2))):
+            chunk = json.loads(piece.decode().removeprefix("data: "))
+            await response.write(event({**chunk, "service_tier": "default"}))
+        await response.write(DONE)
+
+    spec = RequestSpec(
+        model="base", api="chat", prompt=None, messages=CHAT.messages, max_tokens=2, service_tier="auto"
+    )
+    outcome = await client("tier").send(spec)
+    assert_ok(outcome)
+    assert server.bodies["tier"]["service_tier"] == "auto"
+    assert outcome.response_service_tier == "default"
+
+
+async def test_no_service_tier_sent_and_none_echoed_by_default(stub: Stub) -> None:
+    server, client = stub
+
+    @server.case("untiered")
+    async def _(response: web.StreamResponse) -> None:
+        await response.write(chat_chunk("a") + chat_chunk(usage=usage(2, 1)) + DONE)
+
+    outcome = await client("untiered").send(CHAT)
+    assert_ok(outcome)
+    assert "service_tier" not in server.bodies["untiered"]
+    assert outcome.response_service_tier is None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from loadtest.sampling import LengthDist, ModelMix
+from loadtest.sampling import SERVICE_TIERS, LengthDist, ModelMix, ServiceTierMix
 from loadtest.workload import (
     BUILTIN_PROMPTS,
     RequestSpec,
@@ -140,6 +140,40 @@ def test_bad_model_mix_raises(spec: str) -> None:
         ModelMix.parse(spec)
 
 
+# --- ServiceTierMix -----------------------------------------------------------------------------
+
+
+def test_single_service_tier() -> None:
+    mix = ServiceTierMix.parse("flex")
+    assert mix == ServiceTierMix(("flex",), (1.0,))
+    assert mix.sample(rng(), 3) == ["flex"] * 3
+
+
+def test_weighted_service_tier_mix_frequencies() -> None:
+    mix = ServiceTierMix.parse("flex=1, default=3")
+    assert mix.tiers == ("flex", "default")
+    assert mix.weights == pytest.approx((0.25, 0.75))
+    picks = np.asarray(mix.sample(rng(), N))
+    assert abs((picks == "flex").mean() - 0.25) < 0.015
+
+
+def test_service_tier_mix_draws_like_the_model_mix() -> None:
+    # The same weights and stream give the same picks: one sampler serves both mixes.
+    tiers = ServiceTierMix.parse("flex=3,priority=1").sample(rng(), 500)
+    models = ModelMix.parse("flex=3,priority=1").sample(rng(), 500)
+    assert tiers == models
+
+
+@pytest.mark.parametrize("spec", ["", "slow", "flex,flex", "flex=0", "flex=x", "zipf:1:flex,default", "=1"])
+def test_bad_service_tier_mix_raises(spec: str) -> None:
+    with pytest.raises(ValueError, match="spec|service tier mix"):
+        ServiceTierMix.parse(spec)
+
+
+def test_every_openai_tier_is_accepted() -> None:
+    assert ServiceTierMix.parse(",".join(SERVICE_TIERS)).tiers == SERVICE_TIERS
+
+
 # --- RequestSpec --------------------------------------------------------------------------------
 
 
@@ -216,6 +250,26 @@ def test_synthetic_completions_with_min_tokens_and_ignore_eos() -> None:
         body = request.body()
         assert body["ignore_eos"] is True
         assert body["min_tokens"] == body["max_tokens"]
+
+
+def test_service_tiers_are_seeded_and_leave_the_rest_of_the_workload_alone() -> None:
+    plain = build_requests(WorkloadConfig(models="a=1,b=1"), 300, seed=5)
+    tiered_config = WorkloadConfig(models="a=1,b=1", service_tiers="flex=1,default=1,auto=2")
+    tiered = build_requests(tiered_config, 300, seed=5)
+    assert tiered == build_requests(tiered_config, 300, seed=5)
+    assert [(r.model, r.messages, r.max_tokens) for r in plain] == [
+        (r.model, r.messages, r.max_tokens) for r in tiered
+    ]
+    assert all(r.service_tier is None and "service_tier" not in r.body() for r in plain)
+    assert {r.service_tier for r in tiered} == {"flex", "default", "auto"}
+    assert all(r.body()["service_tier"] == r.service_tier for r in tiered)
+    autos = sum(r.service_tier == "auto" for r in tiered)
+    assert 100 < autos < 200  # half of 300, by weight
+
+
+def test_bad_service_tier_spec_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="unknown tier 'slow'"):
+        WorkloadConfig(models="a", service_tiers="slow")
 
 
 def test_changing_the_model_mix_keeps_prompts() -> None:

@@ -120,6 +120,31 @@ def test_non_stream_bodies(client: httpx.Client) -> None:
     assert text["usage"]["prompt_tokens"] == 4
 
 
+@pytest.mark.parametrize(
+    ("asked", "served"),
+    [("flex", "flex"), ("priority", "priority"), ("default", "default"), ("auto", "default")],
+)
+def test_service_tier_is_echoed_on_every_chunk_as_openai_does(
+    client: httpx.Client, asked: str, served: str
+) -> None:
+    body = {
+        "messages": MESSAGES,
+        "stream": True,
+        "service_tier": asked,
+        "stream_options": {"include_usage": True},
+    }
+    chunks = [json.loads(event) for event in _events(client, "/v1/chat/completions", body)[:-1]]
+    assert len(chunks) > 2
+    assert {chunk["service_tier"] for chunk in chunks} == {served}
+    completion = client.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "service_tier": asked})
+    assert completion.json()["service_tier"] == served
+
+
+def test_without_a_service_tier_the_default_tier_serves(client: httpx.Client) -> None:
+    events = _events(client, "/v1/completions", {"prompt": "a", "max_tokens": 2, "stream": True})
+    assert {json.loads(event)["service_tier"] for event in events[:-1]} == {"default"}
+
+
 def test_metrics_count_tokens(client: httpx.Client) -> None:
     before = _counters(client)
     _events(client, "/v1/chat/completions", {"messages": MESSAGES, "stream": True, "max_tokens": 7})
@@ -145,6 +170,8 @@ def test_invalid_json_is_openai_400(client: httpx.Client) -> None:
         ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
         ("/v1/chat/completions", {"prompt": "no messages"}, "messages"),
         ("/v1/completions", {"messages": MESSAGES}, "prompt"),
+        ("/v1/chat/completions", {"messages": MESSAGES, "service_tier": "slow"}, "service_tier"),
+        ("/v1/completions", {"prompt": "a", "service_tier": 1}, "service_tier"),
     ],
 )
 def test_bad_fields_are_400(client: httpx.Client, path: str, body: dict, param: str) -> None:
