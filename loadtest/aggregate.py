@@ -15,8 +15,10 @@ from loadtest.results import (
     LoadSpec,
     PointResult,
     RequestRecord,
+    TierSummary,
     TokenCounts,
 )
+from loadtest.saturation import answer_stretch
 from loadtest.scrape import MetricsSeries
 from loadtest.slo import point_meets, request_meets
 from loadtest.validity import assess
@@ -109,29 +111,52 @@ def _energy(
     )
 
 
-def _adapters(measured: list[RequestRecord]) -> list[AdapterSummary]:
+def _group_figures(records: list[RequestRecord], span_s: float) -> dict:
+    """The `GroupSummary` fields of some measured requests, from their own records."""
+    ok = [r for r in records if r.ok]
+    tokens = sum(r.completion_tokens or 0 for r in ok)
+    # Only requests that carried usage.energy count towards J/token, so a mix of servers or a request
+    # without energy does not dilute it.
+    metered = [r for r in ok if r.energy_joules is not None]
+    joules = sum(r.energy_joules or 0.0 for r in metered)
+    metered_tokens = sum(r.completion_tokens or 0 for r in metered)
+    return {
+        "requests": len(records),
+        "ok": len(ok),
+        "output_tokens": tokens,
+        "request_throughput": len(ok) / span_s,
+        "output_throughput": tokens / span_s,
+        "ttft_s": distribution(_values(ok, "ttft_s")),
+        "itl_s": distribution([gap for r in ok for gap in r.itl_s]),
+        "e2e_s": distribution(_values(ok, "e2e_s")),
+        "joules": joules if metered else None,
+        "joules_per_output_token": joules / metered_tokens if metered and metered_tokens else None,
+    }
+
+
+def _adapters(measured: list[RequestRecord], span_s: float) -> list[AdapterSummary]:
     by_model: dict[str, list[RequestRecord]] = defaultdict(list)
     for record in measured:
         by_model[record.model].append(record)
-    summaries = []
-    for model, records in sorted(by_model.items()):
-        ok = [r for r in records if r.ok]
-        tokens = sum(r.completion_tokens or 0 for r in ok)
-        joules = [r.energy_joules for r in ok if r.energy_joules is not None]
-        summaries.append(
-            AdapterSummary(
-                model=model,
-                requests=len(records),
-                ok=len(ok),
-                output_tokens=tokens,
-                ttft_s=distribution(_values(ok, "ttft_s")),
-                itl_s=distribution([gap for r in ok for gap in r.itl_s]),
-                e2e_s=distribution(_values(ok, "e2e_s")),
-                joules=sum(joules) if joules else None,
-                joules_per_output_token=sum(joules) / tokens if joules and tokens else None,
-            )
+    return [
+        AdapterSummary(model=model, **_group_figures(records, span_s))
+        for model, records in sorted(by_model.items())
+    ]
+
+
+def _tiers(measured: list[RequestRecord], span_s: float) -> list[TierSummary]:
+    by_tier: dict[str, list[RequestRecord]] = defaultdict(list)
+    for record in measured:
+        if record.service_tier is not None:
+            by_tier[record.service_tier].append(record)
+    return [
+        TierSummary(
+            service_tier=tier,
+            response_tiers=dict(Counter(r.response_service_tier or "none" for r in records if r.ok)),
+            **_group_figures(records, span_s),
         )
-    return summaries
+        for tier, records in sorted(by_tier.items())
+    ]
 
 
 def summarize_point(
@@ -147,10 +172,9 @@ def summarize_point(
     measured = [r for r in records if r.phase == "measure"]
     ok = [r for r in measured if r.ok]
     window_s = timing.window_end_s - timing.window_start_s
-    # Achieved rates use the time until the measured requests were answered, not the scheduled window,
-    # so a server that falls behind shows its real throughput.
-    last_end = max((r.end_at_s for r in ok if r.end_at_s is not None), default=timing.window_end_s)
-    span_s = max(window_s, last_end - timing.window_start_s)
+    # Rates are over the time the window's requests took to be answered: the window itself for a server
+    # that keeps up, however long each answer takes, and longer for one that falls behind.
+    span_s = window_s * answer_stretch(ok)
     output_tokens = sum(r.completion_tokens or 0 for r in ok)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
     distributions = {
@@ -172,6 +196,8 @@ def summarize_point(
         measured=len(measured),
         ok=len(ok),
         errors=dict(Counter(r.error for r in measured if r.error)),
+        offered_rps=len(measured) / window_s if load.mode == "open" else None,
+        answer_span_s=span_s,
         request_throughput=len(ok) / span_s,
         output_throughput=output_tokens / span_s,
         total_token_throughput=(output_tokens + prompt_tokens) / span_s,
@@ -188,8 +214,19 @@ def summarize_point(
         slo_met=point_meets(distributions, slos) if slos else None,
         tokens=tokens,
         energy=energy,
-        adapters=_adapters(measured),
+        adapters=_adapters(measured, span_s),
+        tiers=_tiers(measured, span_s),
         validity={"verdict": "pass", "checks": []},
     )
     point.validity = assess(point, records, series.largest_gap(*window))
+    if point.validity.saturated:
+        _flag_saturated(point)
     return point
+
+
+def _flag_saturated(point: PointResult) -> None:
+    """Say next to every J/token figure of a point that it was taken at saturation."""
+    if point.energy is not None:
+        point.energy.at_saturation = True
+    for group in (*point.adapters, *point.tiers):
+        group.at_saturation = True

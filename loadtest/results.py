@@ -23,6 +23,8 @@ class RequestRecord(BaseModel):
     index: int
     point: int
     model: str
+    service_tier: str | None = None  # the OpenAI service_tier asked for; None when none was sent
+    response_service_tier: str | None = None  # the service_tier the server's chunks named, if any
     phase: Phase
     scheduled_at_s: float  # when the schedule said to send it
     dispatched_at_s: float  # when the scheduler got to it (late when the client lags)
@@ -140,20 +142,40 @@ class EnergySummary(BaseModel):
     attributed_joules: float  # Σ usage.energy.joules over every request of the point
     server_attributed_joules: float | None = None  # the server's attributed-energy counter delta
     attribution_match: bool | None = None  # within 1 %
+    at_saturation: bool = False  # taken at a saturated point: not the cost of serving the offered load
 
 
-class AdapterSummary(BaseModel):
-    """Per `model` name (base model or adapter), measured requests."""
+class GroupSummary(BaseModel):
+    """Figures of one group of a point's measured requests, from their own records.
 
-    model: str
+    Energy is the sum of the requests' `usage.energy.joules`, over the output tokens of the requests
+    that carried it; rates are over the point's `answer_span_s`.
+    """
+
     requests: int
     ok: int
     output_tokens: int
+    request_throughput: float | None = None  # successful requests / the point's answer span
+    output_throughput: float | None = None
     ttft_s: Distribution
     itl_s: Distribution
     e2e_s: Distribution
     joules: float | None = None
     joules_per_output_token: float | None = None
+    at_saturation: bool = False  # the point was saturated: these figures were taken there
+
+
+class AdapterSummary(GroupSummary):
+    """Per `model` name (base model or adapter), measured requests."""
+
+    model: str
+
+
+class TierSummary(GroupSummary):
+    """Per OpenAI `service_tier` asked for, measured requests."""
+
+    service_tier: str
+    response_tiers: dict[str, int] = Field(default_factory=dict)  # tiers the server named, "none" if none
 
 
 class Check(BaseModel):
@@ -167,10 +189,11 @@ class Check(BaseModel):
 
 
 class Validity(BaseModel):
-    """The worst of the checks; a failed point is kept out of fronts and searches."""
+    """The worst of the checks; a failed or saturated point is kept out of fronts and searches."""
 
     verdict: Verdict
     checks: list[Check]
+    saturated: bool = False  # open loop: answered well below the offered rate (see loadtest.saturation)
 
 
 class PointResult(BaseModel):
@@ -184,8 +207,10 @@ class PointResult(BaseModel):
     measured: int  # requests scheduled inside the window
     ok: int  # measured and successful
     errors: dict[str, int]  # measured requests, by kind
-    request_throughput: float  # successful measured requests / window
-    output_throughput: float  # output tokens of successful measured requests / window
+    offered_rps: float | None = None  # open loop: measured requests / window, the rate really scheduled
+    answer_span_s: float | None = None  # the time the measured requests took to be answered (>= window)
+    request_throughput: float  # successful measured requests / answer span: the rate they were answered at
+    output_throughput: float  # output tokens of successful measured requests / answer span
     total_token_throughput: float
     ttft_s: Distribution
     ttft_from_schedule_s: Distribution
@@ -201,6 +226,7 @@ class PointResult(BaseModel):
     tokens: TokenCounts
     energy: EnergySummary | None = None
     adapters: list[AdapterSummary]
+    tiers: list[TierSummary] = Field(default_factory=list)  # only when requests asked for a service tier
     validity: Validity
 
 
@@ -215,8 +241,8 @@ class RunResult(BaseModel):
     idle_watts_before: float | None = None
     idle_watts_after: float | None = None
     points: list[PointResult]
-    pareto: list[int] = Field(default_factory=list)  # valid points on the J/token vs p99 latency front
-    best: int | None = None  # the valid point with the lowest J/token that meets the SLOs
+    pareto: list[int] = Field(default_factory=list)  # valid unsaturated points on the J/token-p99 front
+    best: int | None = None  # the valid unsaturated point with the lowest J/token that meets the SLOs
     stopped_because: str | None = None  # why a sweep ended before its last point
     requests: list[RequestRecord] | None = None  # per-request records, when asked for
 

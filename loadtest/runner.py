@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -21,13 +20,13 @@ from loadtest.arrivals import schedule
 from loadtest.client import Outcome, StreamingClient
 from loadtest.config import RunConfig
 from loadtest.results import LoadSpec, PointResult, RequestRecord, RunResult
+from loadtest.saturation import stop_reason
 from loadtest.scheduler import Sent, Window, run_closed_loop, run_open_loop
 from loadtest.scrape import METERED, MetricsProbe
 from loadtest.slo import best_point, pareto_front
+from loadtest.version import harness_version
 from loadtest.workload import RequestSpec, build_requests
 
-SATURATION_SHARE = 0.9  # open loop: achieved below this share of the offered rate
-CLOSED_LOOP_MIN_GAIN = 1.05  # closed loop: more concurrency bought less than this throughput gain
 CLOSED_LOOP_REQUESTS = 4096  # prompts a closed-loop point cycles through
 SETTLE_S = 1.0  # after a point, before its last scrape: servers update some counters after the answer
 
@@ -78,6 +77,8 @@ def _record(point: int, sent: Sent, spec: RequestSpec, started_at: float, window
         index=sent.index,
         point=point,
         model=spec.model,
+        service_tier=spec.service_tier,
+        response_service_tier=outcome.response_service_tier,
         phase=window.phase(sent.scheduled_at_s),
         scheduled_at_s=sent.scheduled_at_s,
         dispatched_at_s=sent.dispatched_at_s,
@@ -154,27 +155,6 @@ class Runner:
         return point, records
 
 
-def _saturation(point: PointResult, previous: PointResult | None) -> str | None:
-    """Why a sweep should stop after `point`, or None."""
-    if point.measured and (point.measured - point.ok) / point.measured > 0.1:
-        return f"point {point.index} ({point.load.label}): more than 10 % of requests failed"
-    # Against the rate the seeded schedule really offered in the window, not the nominal one: a short
-    # Poisson window can hold noticeably fewer arrivals than rate x window.
-    offered = point.measured / point.window_s
-    if point.load.mode == "open" and point.request_throughput < SATURATION_SHARE * offered:
-        return (
-            f"point {point.index} ({point.load.label}): saturated, {point.request_throughput:.2f} req/s "
-            f"answered of {offered:.2f} offered"
-        )
-    if (
-        point.load.mode == "closed"
-        and previous
-        and point.output_throughput < CLOSED_LOOP_MIN_GAIN * previous.output_throughput
-    ):
-        return f"point {point.index} ({point.load.label}): saturated, throughput grew less than 5 %"
-    return None
-
-
 def _add_idle_figures(points: list[PointResult], idle_watts: float | None) -> None:
     previous = None
     for point in points:
@@ -202,7 +182,7 @@ def _meter_source(points: list[PointResult]) -> str | None:
 
 def _environment(config: RunConfig, models: list[str]) -> dict:
     return {
-        "harness": importlib.metadata.version("wattserve"),
+        "harness": harness_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -235,7 +215,7 @@ async def run(config: RunConfig, console: Console | None = None) -> RunResult:
             points.append(point)
             records.extend(point_records)
             if config.stop_at_saturation and (
-                stopped := _saturation(point, points[-2] if len(points) > 1 else None)
+                stopped := stop_reason(point, points[-2] if len(points) > 1 else None)
             ):
                 break
         idle_after = await _idle_watts(idle_probe, config.idle_s)

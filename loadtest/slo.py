@@ -59,13 +59,14 @@ def point_meets(distributions: dict[str, Distribution], slos: dict[str, float]) 
     return True
 
 
+def _eligible(point: PointResult) -> bool:
+    """Valid, not saturated, and with J/output-token: a point whose energy figures can be ranked."""
+    return point.validity.verdict != "fail" and not point.validity.saturated and bool(_energy(point))
+
+
 def pareto_front(points: list[PointResult]) -> list[int]:
-    """Indices of valid points not beaten on both J/output-token and p99 latency from the schedule."""
-    candidates = [
-        p
-        for p in points
-        if p.validity.verdict != "fail" and _energy(p) is not None and p.e2e_from_schedule_s.p99
-    ]
+    """Indices of eligible points not beaten on both J/output-token and p99 latency from the schedule."""
+    candidates = [p for p in points if _eligible(p) and p.e2e_from_schedule_s.p99]
     front = []
     for point in candidates:
         energy, latency = _energy(point), point.e2e_from_schedule_s.p99
@@ -81,6 +82,6 @@ def pareto_front(points: list[PointResult]) -> list[int]:
 
 
 def best_point(points: list[PointResult]) -> int | None:
-    """The valid point with the lowest J/output-token among those meeting the SLOs (or all, without SLOs)."""
-    eligible = [p for p in points if p.validity.verdict != "fail" and p.slo_met is not False and _energy(p)]
+    """The eligible point with the lowest J/output-token among those meeting the SLOs (or all, without)."""
+    eligible = [p for p in points if _eligible(p) and p.slo_met is not False]
     return min(eligible, key=_energy).index if eligible else None

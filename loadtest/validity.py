@@ -1,12 +1,15 @@
 """The validity stamp of a load point: can its figures be trusted?
 
 Each check passes, warns or fails; the point's verdict is the worst. A failed point stays in the
-report, marked, but is kept out of the Pareto front and the energy-optimal search.
+report, marked, but is kept out of the Pareto front and the energy-optimal search. So is a saturated
+one (an open loop answered well below its offered rate): its figures are real, but they describe a
+server that could not keep up, not the cost of serving that load.
 """
 
 from __future__ import annotations
 
 from loadtest.results import Check, PointResult, RequestRecord, Validity, Verdict
+from loadtest.saturation import SATURATION_SHARE, answered_share, is_saturated
 
 LAG_P99_WARN_S, LAG_P99_FAIL_S = 0.010, 0.050  # the client sending late hides server latency
 CPU_WARN, CPU_FAIL = 0.75, 0.90  # of one core: the client's event loop is one thread
@@ -45,6 +48,14 @@ def _checks(point: PointResult, records: list[RequestRecord], largest_gap_s: flo
         failed,
         ERROR_FAIL,
     )
+    share = answered_share(point)
+    if share is not None:
+        detail = (
+            f"answered {point.request_throughput:.3g} req/s of {point.offered_rps:.3g} offered "
+            f"(the window's {point.measured} requests answered over {point.answer_span_s:.3g} s, "
+            f"scheduled over {point.window_s:.3g} s)"
+        )
+        add("saturation", "warn" if is_saturated(point) else "pass", detail, share, SATURATION_SHARE)
     tokens = point.tokens
     if sum(n for source, n in tokens.sources.items() if source != "usage"):
         add("token_source", "warn", f"requests counted without the server's usage: {tokens.sources}")
@@ -80,4 +91,4 @@ def assess(point: PointResult, records: list[RequestRecord], largest_gap_s: floa
     """Run every check on a summarised point."""
     checks = _checks(point, records, largest_gap_s)
     verdict = max((c.status for c in checks), key=_ORDER.__getitem__, default="pass")
-    return Validity(verdict=verdict, checks=checks)
+    return Validity(verdict=verdict, checks=checks, saturated=is_saturated(point))
