@@ -8,7 +8,13 @@ from loadtest.reports.compare import (
     render_compare,
 )
 from loadtest.reports.console import render_summary
-from loadtest.reports.files import read_json, write_csv, write_json, write_requests_jsonl
+from loadtest.reports.files import (
+    read_json,
+    write_breakdown_csv,
+    write_csv,
+    write_json,
+    write_requests_jsonl,
+)
 from loadtest.reports.html import write_html
 
 __all__ = [
@@ -19,6 +25,7 @@ __all__ = [
     "read_json",
     "render_compare",
     "render_summary",
+    "write_breakdown_csv",
     "write_csv",
     "write_html",
     "write_json",

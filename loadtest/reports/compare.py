@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.reports.console import DASH, format_ms, format_number
+from loadtest.reports.cells import DASH, format_ms, format_number
 from loadtest.results import PointResult, RunResult, energy_field
 
 # Ratios within this band of 1 are left uncoloured: run-to-run noise of a point is a few per cent.
@@ -74,7 +74,7 @@ class ComparedPoint:
     position: int
     label_a: str | None  # None when run A has no point here
     label_b: str | None
-    note: str  # why the pair is not like for like; empty when it is
+    note: str  # why the pair is not like for like (loads differ, saturated); empty when it is
     metrics: tuple[MetricComparison, ...]
 
     @property
@@ -111,6 +111,10 @@ def compare_results(a: RunResult, b: RunResult) -> list[ComparedPoint]:
             note = "loads differ"
         else:
             note = ""
+        # Figures of a saturated point describe a server that could not keep up: say so beside them.
+        saturated = [run for run, p in (("A", pa), ("B", pb)) if p is not None and p.validity.saturated]
+        if saturated:
+            note = ", ".join(filter(None, (note, f"saturated in {' and '.join(saturated)}")))
         metrics = []
         for metric in METRICS:
             va = None if pa is None else metric.read(pa)

@@ -1,7 +1,8 @@
-"""Write a run to machine-readable files: JSON (the whole result), CSV (one row per point), JSONL (requests).
+"""Write a run to machine-readable files: JSON (the whole result), CSV tables, JSONL (requests).
 
-JSON is the format `compare` and later reports read back; CSV and JSONL are for spreadsheets and
-notebooks. All values stay in base units (seconds, joules, watts), as in the result schema.
+The CSV files are one row per point (`points.csv`) and one per point and model or service tier
+(`breakdown.csv`). JSON is the format `compare` and later reports read back; CSV and JSONL are for
+spreadsheets and notebooks. All values stay in base units (seconds, joules, watts), as in the result schema.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from loadtest.results import RESULT_VERSION, PointResult, RunResult, energy_field
+from loadtest.results import RESULT_VERSION, GroupSummary, PointResult, RunResult, TierSummary, energy_field
 
 CellValue = str | int | float | bool | None
 
@@ -67,10 +68,13 @@ CSV_COLUMNS: dict[str, Callable[[PointResult], CellValue]] = {
     "rate": lambda p: p.load.rate,
     "concurrency": lambda p: p.load.concurrency,
     "verdict": lambda p: p.validity.verdict,
+    "saturated": lambda p: p.validity.saturated,
     "requests": lambda p: p.requests,
     "measured": lambda p: p.measured,
     "ok": lambda p: p.ok,
     "errors": lambda p: sum(p.errors.values()),
+    "offered_rps": lambda p: p.offered_rps,
+    "answer_span_s": lambda p: p.answer_span_s,
     "request_throughput": lambda p: p.request_throughput,
     "output_throughput": lambda p: p.output_throughput,
     "total_token_throughput": lambda p: p.total_token_throughput,
@@ -97,6 +101,7 @@ CSV_COLUMNS: dict[str, Callable[[PointResult], CellValue]] = {
     "energy_source": energy_field("source"),
     "metered_joules": energy_field("metered_joules"),
     "mean_watts": energy_field("mean_watts"),
+    "energy_at_saturation": energy_field("at_saturation"),
     "joules_per_output_token": energy_field("joules_per_output_token"),
     "joules_per_total_token": energy_field("joules_per_total_token"),
     "joules_per_output_token_above_idle": energy_field("joules_per_output_token_above_idle"),
@@ -132,6 +137,62 @@ def write_csv(result: RunResult, path: str | Path) -> Path:
         writer.writerow(CSV_COLUMNS)
         for point in result.points:
             writer.writerow([_cell(read(point)) for read in CSV_COLUMNS.values()])
+    return path
+
+
+def _group_dist(attr: str, stat: str) -> Callable[[GroupSummary], CellValue]:
+    return lambda g: getattr(getattr(g, attr), stat)
+
+
+def _response_tiers(group: GroupSummary) -> str:
+    if not isinstance(group, TierSummary):
+        return ""
+    return ";".join(f"{name}={count}" for name, count in sorted(group.response_tiers.items()))
+
+
+BREAKDOWN_COLUMNS: dict[str, Callable[[GroupSummary], CellValue]] = {
+    "response_tiers": _response_tiers,
+    "requests": lambda g: g.requests,
+    "ok": lambda g: g.ok,
+    "output_tokens": lambda g: g.output_tokens,
+    "request_throughput": lambda g: g.request_throughput,
+    "output_throughput": lambda g: g.output_throughput,
+    "ttft_p50_s": _group_dist("ttft_s", "p50"),
+    "ttft_p99_s": _group_dist("ttft_s", "p99"),
+    "itl_p50_s": _group_dist("itl_s", "p50"),
+    "itl_p99_s": _group_dist("itl_s", "p99"),
+    "e2e_p50_s": _group_dist("e2e_s", "p50"),
+    "e2e_p99_s": _group_dist("e2e_s", "p99"),
+    "joules": lambda g: g.joules,
+    "joules_per_output_token": lambda g: g.joules_per_output_token,
+    "at_saturation": lambda g: g.at_saturation,
+}
+BREAKDOWN_KEYS = ("point", "label", "group", "name")
+
+
+def write_breakdown_csv(result: RunResult, path: str | Path) -> Path:
+    """Write one row per point and model name, then per point and service tier asked for.
+
+    The first columns are `BREAKDOWN_KEYS`: `group` is `model` or `service_tier` and `name` the model
+    or tier; `response_tiers` lists the tiers the server named (`default=12;flex=3`).
+
+    Args:
+        result: The run.
+        path: The file to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([*BREAKDOWN_KEYS, *BREAKDOWN_COLUMNS])
+        for point in result.points:
+            groups = [("model", a.model, a) for a in point.adapters]
+            groups += [("service_tier", t.service_tier, t) for t in point.tiers]
+            for kind, name, group in groups:
+                cells = [_cell(read(group)) for read in BREAKDOWN_COLUMNS.values()]
+                writer.writerow([point.index, point.load.label, kind, name, *cells])
     return path
 
 

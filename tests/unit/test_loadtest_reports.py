@@ -32,6 +32,7 @@ from loadtest.results import (
     PointResult,
     RequestRecord,
     RunResult,
+    TierSummary,
     TokenCounts,
     Validity,
 )
@@ -67,6 +68,8 @@ def make_point(index: int, load: LoadSpec, *, energy: bool, verdict: str = "pass
             requests=20,
             ok=19,
             output_tokens=2000 + 100 * index,
+            request_throughput=0.6 * scale,
+            output_throughput=150.25 * scale,
             ttft_s=dist(0.05 * scale),
             itl_s=dist(0.011 * scale),
             e2e_s=dist(1.3 * scale),
@@ -74,6 +77,23 @@ def make_point(index: int, load: LoadSpec, *, energy: bool, verdict: str = "pass
             joules_per_output_token=0.07 * scale if energy else None,
         )
         for model in ("base", "sql-lora")
+    ]
+    tiers = [
+        TierSummary(
+            service_tier=tier,
+            response_tiers=served,
+            requests=20,
+            ok=19,
+            output_tokens=1900,
+            request_throughput=0.6 * scale,
+            output_throughput=150.25 * scale,
+            ttft_s=dist(0.05 * scale * (3 if tier == "flex" else 1)),
+            itl_s=dist(0.011 * scale),
+            e2e_s=dist(1.3 * scale),
+            joules=140.0 * scale if energy else None,
+            joules_per_output_token=0.0737 * scale if energy else None,
+        )
+        for tier, served in (("auto", {"default": 19}), ("flex", {"flex": 18, "none": 1}))
     ]
     energy_summary = None
     if energy:
@@ -103,6 +123,8 @@ def make_point(index: int, load: LoadSpec, *, energy: bool, verdict: str = "pass
         measured=40,
         ok=38 - index,
         errors={"timeout": 1, "http_5xx": 1 + index},
+        offered_rps=load.rate,
+        answer_span_s=30.0,
         request_throughput=1.25 * scale,
         output_throughput=300.5 * scale,
         total_token_throughput=900.25 * scale,
@@ -127,6 +149,7 @@ def make_point(index: int, load: LoadSpec, *, energy: bool, verdict: str = "pass
         ),
         energy=energy_summary,
         adapters=adapters,
+        tiers=tiers,
         validity=Validity(verdict=verdict, checks=checks),
     )
 
@@ -216,9 +239,12 @@ CSV_FROM_JSON = {
     "rate": ("load", "rate"),
     "concurrency": ("load", "concurrency"),
     "verdict": ("validity", "verdict"),
+    "saturated": ("validity", "saturated"),
     "requests": ("requests",),
     "measured": ("measured",),
     "ok": ("ok",),
+    "offered_rps": ("offered_rps",),
+    "answer_span_s": ("answer_span_s",),
     "request_throughput": ("request_throughput",),
     "output_throughput": ("output_throughput",),
     "total_token_throughput": ("total_token_throughput",),
@@ -245,6 +271,7 @@ CSV_FROM_JSON = {
     "energy_source": ("energy", "source"),
     "metered_joules": ("energy", "metered_joules"),
     "mean_watts": ("energy", "mean_watts"),
+    "energy_at_saturation": ("energy", "at_saturation"),
     "joules_per_output_token": ("energy", "joules_per_output_token"),
     "joules_per_total_token": ("energy", "joules_per_total_token"),
     "joules_per_output_token_above_idle": ("energy", "joules_per_output_token_above_idle"),
@@ -254,8 +281,8 @@ CSV_FROM_JSON = {
     "attributed_joules": ("energy", "attributed_joules"),
     "server_attributed_joules": ("energy", "server_attributed_joules"),
 }
-CSV_HEADER = ["point", "label", "mode", "arrival", "rate", "concurrency", "verdict", "requests", "measured"]
-CSV_HEADER += ["ok", "errors", *list(CSV_FROM_JSON)[9:]]
+CSV_HEADER = ["point", "label", "mode", "arrival", "rate", "concurrency", "verdict", "saturated", "requests"]
+CSV_HEADER += ["measured", "ok", "errors", *list(CSV_FROM_JSON)[10:]]
 
 
 def json_value(point: dict, keys: tuple[str, ...]) -> object:
@@ -351,7 +378,8 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<link" not in page
     assert "the client fell behind" in page  # a failed check's detail
-    assert page.count('class="verdict-fail"') == 1
+    # The failed point's row, once in each points table: throughput, latency, energy.
+    assert page.count('class="verdict-fail"') == 3
 
 
 def test_html_without_energy_renders_and_says_so(tmp_path: Path) -> None:
