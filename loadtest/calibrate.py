@@ -39,7 +39,7 @@ def calibration_config(url: str, rate: float, tokens: int, duration_s: float) ->
 
 def calibrate(args: argparse.Namespace, console: Console) -> int:
     """Start the stub, run the point, write the reports, and print the verdict."""
-    from loadtest.cli import write_reports  # noqa: PLC0415 - the CLI imports this module lazily
+    from loadtest.commands import write_reports  # noqa: PLC0415 - that module imports this one lazily
 
     out = args.out or Path("loadtest-results") / "calibration"
     out.mkdir(parents=True, exist_ok=True)

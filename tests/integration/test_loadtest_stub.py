@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -20,6 +21,16 @@ def stub_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The stub, pacing its 16 tokens 1 ms apart so each arrives in its own read."""
     log = tmp_path_factory.mktemp("stub") / "stub.log"
     process, url = start_server([sys.executable, "-m", "loadtest.stub_server", "--itl-ms", "1"], log)
+    yield url
+    stop_server(process)
+
+
+@pytest.fixture(scope="module")
+def paced_stub_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stub paced like a small model: 100 ms to the first token, then 30 ms per token."""
+    log = tmp_path_factory.mktemp("paced-stub") / "stub.log"
+    command = [sys.executable, "-m", "loadtest.stub_server", "--ttft-ms", "100", "--itl-ms", "30"]
+    process, url = start_server(command, log)
     yield url
     stop_server(process)
 
@@ -48,6 +59,78 @@ def test_open_loop_sweep_reconciles_tokens_with_the_stub_counters(stub_url: str,
         assert all(len(r["itl_s"]) == 15 for r in records)
     assert (tmp_path / "report.html").stat().st_size > 0
     assert "no energy" in (tmp_path / "report.html").read_text().lower()
+
+
+def test_service_tiers_are_sent_echoed_and_reported(stub_url: str, tmp_path: Path) -> None:
+    finished = _bench(
+        "run", "--url", stub_url, "--rate", "30", "--duration", "3", "--warmup", "0.5", "--cooldown", "0.5",
+        "--idle", "0", "--output-len", "4", "--service-tier", "flex=1,default=1,auto=1", "--per-request",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    records = result["requests"]
+    assert {r["service_tier"] for r in records} == {"flex", "default", "auto"}
+    # The stub answers as OpenAI does: `auto` is served, and named, as `default`.
+    served = {"flex": "flex", "default": "default", "auto": "default"}
+    assert all(r["response_service_tier"] == served[r["service_tier"]] for r in records)
+    (point,) = result["points"]
+    measured = [r for r in records if r["phase"] == "measure"]
+    by_tier = {t["service_tier"]: t for t in point["tiers"]}
+    assert set(by_tier) == {"flex", "default", "auto"}
+    for tier, summary in by_tier.items():
+        mine = [r for r in measured if r["service_tier"] == tier]
+        assert summary["requests"] == summary["ok"] == len(mine)
+        assert summary["response_tiers"] == {served[tier]: len(mine)}
+        assert summary["output_tokens"] == 4 * len(mine)
+        assert summary["ttft_s"]["count"] == len(mine)
+    rows = list(csv.DictReader((tmp_path / "breakdown.csv").read_text().splitlines()))
+    tier_rows = {r["name"]: r for r in rows if r["group"] == "service_tier"}
+    assert {name: int(r["requests"]) for name, r in tier_rows.items()} == {
+        tier: s["requests"] for tier, s in by_tier.items()
+    }
+    assert "per service tier" in finished.stderr
+
+
+def test_a_short_sweep_of_a_healthy_server_runs_every_point(paced_stub_url: str, tmp_path: Path) -> None:
+    # 15 s points with the default 5 s warm-up and 2 s cool-down, answers about 2 s long: the window's
+    # last answers come well after it ends, which once read as saturation and stopped the sweep.
+    finished = _bench(
+        "run", "--url", paced_stub_url, "--rate", "2,4", "--duration", "15", "--idle", "0",
+        "--output-len", "64", "--per-request", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["stopped_because"] is None
+    assert [p["load"]["rate"] for p in result["points"]] == [2.0, 4.0]
+    for point in result["points"]:
+        measured = [r for r in result["requests"] if r["point"] == point["index"] and r["phase"] == "measure"]
+        assert point["ok"] == point["measured"] == len(measured) > 0
+        assert max(r["end_at_s"] for r in measured) > 13.0 + 1.0  # answered after the window
+        assert point["validity"]["saturated"] is False
+        assert point["request_throughput"] >= 0.9 * point["offered_rps"]
+        assert point["offered_rps"] == pytest.approx(len(measured) / point["window_s"])
+
+
+def test_a_saturated_point_is_flagged_and_stops_the_sweep(paced_stub_url: str, tmp_path: Path) -> None:
+    # One request at a time, each at least 100 + 7 x 30 ms: at most 3.3 answers a second for 8 offered.
+    finished = _bench(
+        "run", "--url", paced_stub_url, "--rate", "8,16", "--arrival", "constant", "--max-concurrency", "1",
+        "--duration", "5", "--warmup", "1", "--cooldown", "1", "--idle", "0", "--output-len", "8",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    (point,) = result["points"]
+    assert "saturated" in result["stopped_because"]
+    assert point["validity"]["saturated"] is True
+    assert point["offered_rps"] == pytest.approx(8.0)
+    assert point["request_throughput"] < 0.5 * point["offered_rps"]
+    check = {c["name"]: c for c in point["validity"]["checks"]}["saturation"]
+    assert check["status"] == "warn"
+    rows = list(csv.DictReader((tmp_path / "points.csv").read_text().splitlines()))
+    assert rows[0]["saturated"] == "true"
+    assert "saturated" in finished.stderr
 
 
 def test_closed_loop_keeps_its_concurrency(stub_url: str, tmp_path: Path) -> None:
