@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument(
         "--uvicorn-log-level", default=None, choices=["debug", "info", "warning", "error", "critical"]
     )
+    ours.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=None,
+        help="Requests in the engine at once (default: twice --max-num-seqs).",
+    )
+    ours.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=None,
+        help="Requests waiting for a slot before 429 (default: twice --max-num-seqs).",
+    )
     energy = serve.add_argument_group("energy")
     energy.add_argument("--energy-meter", default=None, choices=["auto", "nvml", "rapl", "estimated", "none"])
     energy.add_argument(
@@ -95,6 +107,8 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             "grid_intensity_g_per_kwh": args.grid_intensity,
             "pue": args.pue,
             "estimated_watts_per_core": args.estimated_watts_per_core,
+            "max_concurrent_requests": args.max_concurrent_requests,
+            "max_queued_requests": args.max_queued_requests,
         }.items()
         if value is not None
     }

@@ -1,4 +1,4 @@
-"""`create_app`: the composition root that wires routes, error handling, state and the engine."""
+"""`create_app`: the composition root that wires routes, error handling, state, energy and the engine."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from server.accounting import Accounting
+from server.energy.books import EnergyBooks
 from server.energy.carbon import CarbonModel
+from server.energy.floor import IdleFloor
 from server.energy.ledger import EnergyLedger
 from server.energy.meters.base import EnergyMeter
 from server.energy.meters.select import open_meter
+from server.energy.summary import EnergySummaryExporter
 from server.errors import install_error_handlers
 from server.generation import EngineClient
 from server.lifespan import make_lifespan
@@ -50,16 +52,24 @@ def create_app(
         )
     carbon = CarbonModel(settings.grid_intensity_g_per_kwh, settings.pue)
     registry = CollectorRegistry()
-    accounting = Accounting(
-        ServerMetrics(registry, meter.source, carbon.grams(1.0)),
-        EnergyLedger(settings.prefill_energy_weight, settings.decode_energy_weight),
-        carbon,
-        meter.source,
-        list(meter.devices),
+    metrics = ServerMetrics(registry, meter.source, list(meter.devices))
+    metrics.adapter_added(BASE_LABEL)
+    summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
+    ledger = EnergyLedger(
+        settings.prefill_energy_weight,
+        settings.decode_energy_weight,
+        IdleFloor(min_idle_s=settings.idle_floor_min_seconds),
+        carbon.grams_per_joule_at,
     )
-    accounting.metrics.adapter_added(BASE_LABEL)
-    state = AppState(api_key=settings.api_key, admin_key=settings.admin_key, accounting=accounting)
-    state.registry = registry
+    books = EnergyBooks(ledger, meter.source, meter.devices, [metrics, summary])
+    state = AppState(
+        api_key=settings.api_key,
+        admin_key=settings.admin_key,
+        registry=registry,
+        metrics=metrics,
+        books=books,
+        energy_summary=summary,
+    )
     app = FastAPI(
         title="wattserve",
         summary="OpenAI-compatible LLM server on vLLM with energy per token",

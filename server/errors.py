@@ -7,6 +7,9 @@ Tree::
     │   └── ContextLengthError       400 invalid_request_error, code context_length_exceeded
     ├── AuthenticationError          401 authentication_error
     ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
+    ├── PayloadTooLargeError         413 invalid_request_error, code request_too_large
+    ├── OverloadedError              429 rate_limit_error, code server_overloaded (+ Retry-After)
+    ├── ClientDisconnectedError      499 (nginx's "client closed request"; nobody reads it)
     └── EngineUnavailableError       503 service_unavailable
 
 Adapter errors (`adapters.errors`) map here too: not found → 404; refused or failed load → 400 with
@@ -40,6 +43,7 @@ class ServerError(Exception):
     status = HTTPStatus.INTERNAL_SERVER_ERROR
     error_type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -74,6 +78,38 @@ class ModelNotFoundError(ServerError):
     status = HTTPStatus.NOT_FOUND
     error_type = "invalid_request_error"
     code = "model_not_found"
+
+
+class PayloadTooLargeError(ServerError):
+    """The request body is larger than the server accepts."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class OverloadedError(ServerError):
+    """Every slot is taken and the queue is full: retry after `retry_after_s` seconds."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    error_type = "rate_limit_error"
+    code = "server_overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`Retry-After`, in whole seconds."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ClientDisconnectedError(ServerError):
+    """The client went away before the answer was ready (logged as 499; the client never sees it)."""
+
+    status = 499
+    error_type = "client_closed_request"
 
 
 class EngineUnavailableError(ServerError):
@@ -121,7 +157,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServerError)
     async def _ours(_: Request, exc: ServerError) -> JSONResponse:
-        return _json(exc.status, server_error_body(exc))
+        return JSONResponse(status_code=exc.status, content=server_error_body(exc), headers=exc.headers)
 
     @app.exception_handler(AdapterError)
     async def _adapter(_: Request, exc: AdapterError) -> JSONResponse:

@@ -5,18 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
 from server.adapter_startup import start_adapters, watch_adapter_dir
+from server.admission import AdmissionController
 from server.energy.meters.base import EnergyMeter
 from server.energy.sampler import EnergySampler
 from server.generation import EngineClient
+from server.metrics import Status
+from server.request_scope import RequestScopes
 from server.settings import ServerSettings
 from server.state import AppState
 
 logger = logging.getLogger(__name__)
+
+# Shutdown steps that wait on others (engine aborts, adapter retirements) give up after this long.
+SHUTDOWN_STEP_TIMEOUT_S = 10.0
+
+
+def admission_for(settings: ServerSettings, max_num_seqs: int) -> AdmissionController:
+    """Admission limits: the flags, or defaults from the engine's batch size (`--max-num-seqs`).
+
+    Twice the batch may be in the engine at once, so its own queue keeps the next batch ready, and as
+    many again may wait here; beyond that a request gets 429 rather than an unbounded wait.
+    """
+    running = settings.max_concurrent_requests or 2 * max_num_seqs
+    queued = settings.max_queued_requests if settings.max_queued_requests is not None else 2 * max_num_seqs
+    return AdmissionController(running, queued)
 
 
 def make_lifespan(
@@ -36,35 +53,60 @@ def make_lifespan(
         engine = start_engine()
         state.engine = engine
         logger.info("serving %s (max_model_len=%d)", engine.served_model_name, engine.max_model_len)
-        watcher = None
-        if meter.source != "none":
+        if hasattr(engine, "observe_steps"):
+            engine.observe_steps(state.books.engine_step)
+        sampler = None
+        if state.books.metering:
             sampler = EnergySampler(
-                meter,
-                state.accounting.on_reading,
-                asyncio.get_running_loop(),
-                settings.energy_sample_period_s,
+                meter, state.books.on_reading, asyncio.get_running_loop(), settings.energy_sample_period_s
             )
-            state.accounting.sampler = sampler
+            state.books.sampler = sampler
             sampler.start()
             logger.info("energy meter: %s (%s)", meter.source, ", ".join(meter.devices))
+        watcher = None
         if getattr(engine, "lora_enabled", False):
             state.adapters = await start_adapters(
                 settings, engine, engine.served_model_name, engine.model_path, engine.max_lora_rank
             )
             for name in state.adapters.registry.names():
-                state.accounting.metrics.adapter_added(name)
+                state.metrics.adapter_added(name)
             if settings.watch_adapters and settings.adapter_dir is not None:
                 watcher = asyncio.create_task(watch_adapter_dir(state.adapters, settings.adapter_dir))
+        admission = admission_for(settings, engine.max_num_seqs)
+        logger.info(
+            "admission: %d requests at once, %d more queued, then 429",
+            admission.max_running,
+            admission.max_queued,
+        )
+        state.scopes = RequestScopes(
+            engine,
+            engine.served_model_name,
+            state.adapters.registry if state.adapters is not None else None,
+            admission,
+            state.books,
+            state.metrics,
+        )
         try:
             yield
         finally:
+            scopes, state.scopes = state.scopes, None
             if watcher is not None:
                 watcher.cancel()
+            for scope in scopes.open_scopes():
+                scope.close(Status.ABORTED)
+            await _bounded(scopes.wait_for_aborts(), "engine aborts")
             if state.adapters is not None:
-                await state.adapters.drain()
+                await _bounded(state.adapters.drain(), "adapter retirements")
             state.engine = None
-            if state.accounting.sampler is not None:
-                state.accounting.sampler.stop()
+            if sampler is not None:
+                sampler.stop()
             stop_engine(engine)
 
     return lifespan
+
+
+async def _bounded(work: Awaitable[None], what: str) -> None:
+    try:
+        await asyncio.wait_for(work, SHUTDOWN_STEP_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("shutdown: gave up waiting for %s after %.0f s", what, SHUTDOWN_STEP_TIMEOUT_S)

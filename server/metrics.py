@@ -1,15 +1,18 @@
 """Every wattserve Prometheus metric, on an injected registry; the hot path only calls inc/observe/set.
 
 Base units throughout (seconds, joules, grams). Label values come from bounded sets: `adapter` is "base"
-or a name the adapter registry holds; `phase` and `status` come from the enums below.
+or a name the adapter registry holds; `tier`, `phase` and `status` come from the enums below.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from server.energy.ledger import EnergyAccount, EnergyWindow
+from server.histograms import BucketCounts, BulkHistogram
 
 BASE_LABEL = "base"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -32,86 +35,87 @@ class Status(str, enum.Enum):
     ERROR = "error"
 
 
+class Tier(str, enum.Enum):
+    """OpenAI's service tiers as served here (`auto` is served as `default`)."""
+
+    DEFAULT = "default"
+    FLEX = "flex"
+    PRIORITY = "priority"
+
+
 @dataclass
 class RequestRecord:
-    """One finished request, as the exporters need it (collected in generation, exported here)."""
+    """One finished engine request's timing, as the exporters need it (collected by the request scope)."""
 
     adapter: str
+    tier: str
     status: Status
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft_s: float | None = None
     e2e_s: float = 0.0
     queue_s: float | None = None
-    itl_s: list[float] = field(default_factory=list)
-    joules: float = 0.0
+    itl: BucketCounts | None = None
 
 
 class ServerMetrics:
-    """Defines every metric once and records finished requests and meter readings."""
+    """Defines every metric once; records finished requests and the energy ledger's windows."""
 
-    def __init__(self, registry: CollectorRegistry, energy_source: str, grams_per_joule: float) -> None:
-        adapter = ["adapter"]
-        self.ttft = Histogram(
-            "wattserve_time_to_first_token_seconds",
-            "Time to first token.",
-            adapter,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+    def __init__(self, registry: CollectorRegistry, energy_source: str, devices: list[str]) -> None:
+        labels = ["adapter", "tier"]
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, [*labels, *extra], registry=registry)
+
+        self.ttft = histogram(
+            "wattserve_time_to_first_token_seconds", "Time to first token.", LATENCY_BUCKETS_S
         )
-        self.itl = Histogram(
+        self.itl = BulkHistogram(
             "wattserve_inter_token_latency_seconds",
             "Time between output tokens.",
-            adapter,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            labels,
+            LATENCY_BUCKETS_S,
+            registry,
         )
-        self.e2e = Histogram(
+        self.e2e = histogram(
             "wattserve_e2e_request_latency_seconds",
             "Request latency, arrival to last token.",
-            adapter,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
-        self.queue = Histogram(
+        self.queue = histogram(
             "wattserve_request_queue_time_seconds",
             "Time from arrival until the engine scheduled the request.",
-            adapter,
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
-        self.request_joules = Histogram(
-            "wattserve_request_energy_joules",
-            "Energy attributed to one request.",
-            adapter,
-            buckets=JOULE_BUCKETS,
-            registry=registry,
+        self.request_joules = histogram(
+            "wattserve_request_energy_joules", "Energy attributed to one request.", JOULE_BUCKETS
         )
-        self.joules_per_token = Histogram(
+        self.request_dynamic_joules = histogram(
+            "wattserve_request_dynamic_energy_joules",
+            "Energy one request added above the idle floor.",
+            JOULE_BUCKETS,
+        )
+        self.joules_per_token = histogram(
             "wattserve_request_joules_per_output_token",
             "A request's energy over its output tokens.",
-            adapter,
-            buckets=JOULE_PER_TOKEN_BUCKETS,
-            registry=registry,
+            JOULE_PER_TOKEN_BUCKETS,
         )
-        self.requests = Counter(
-            "wattserve_requests", "Finished requests.", ["adapter", "status"], registry=registry
+        self.requests = counter("wattserve_requests", "Finished requests.", ("status",))
+        self.prompt_tokens = counter("wattserve_prompt_tokens", "Prompt tokens processed.")
+        self.generation_tokens = counter("wattserve_generation_tokens", "Output tokens generated.")
+        self.energy = counter(
+            "wattserve_energy_joules", "Energy attributed to requests (static + dynamic).", ("phase",)
         )
-        self.prompt_tokens = Counter(
-            "wattserve_prompt_tokens", "Prompt tokens processed.", adapter, registry=registry
+        self.dynamic_energy = counter(
+            "wattserve_dynamic_energy_joules", "Energy attributed to requests above the idle floor."
         )
-        self.generation_tokens = Counter(
-            "wattserve_generation_tokens", "Output tokens generated.", adapter, registry=registry
-        )
-        self.energy = Counter(
-            "wattserve_energy_joules",
-            "Energy attributed to requests, by adapter and phase.",
-            ["adapter", "phase"],
-            registry=registry,
-        )
+        self.co2e = counter("wattserve_co2e_grams", "Grams CO2e of the attributed energy.")
         self.idle_energy = Counter(
             "wattserve_idle_energy_joules",
-            "Metered energy of intervals without any token work.",
+            "Metered energy of intervals in which the engine held no request and ran no step.",
             registry=registry,
         )
         self.metered_energy = Counter(
@@ -120,13 +124,16 @@ class ServerMetrics:
             ["source"],
             registry=registry,
         )
-        self.co2e = Counter(
-            "wattserve_co2e_grams", "Grams CO2e of the attributed energy.", adapter, registry=registry
-        )
         self.power = Gauge(
             "wattserve_power_watts",
             "Power over the last sampling interval, per device.",
             ["device", "source"],
+            registry=registry,
+        )
+        self.idle_floor = Gauge(
+            "wattserve_idle_floor_watts",
+            "Power with the server up and no work, learnt from idle stretches (0 until measured).",
+            ["source"],
             registry=registry,
         )
         self.running = Gauge(
@@ -139,58 +146,71 @@ class ServerMetrics:
             "wattserve_energy_meter_info", "The energy meter in use (value 1).", ["source"], registry=registry
         )
         self.source = energy_source
-        self._grams_per_joule = grams_per_joule
+        self._devices = devices
         self.meter_info.labels(source=energy_source).set(1)
-        self.metered_energy.labels(source=energy_source)
+        self._metered = self.metered_energy.labels(source=energy_source)
+        self._floor = self.idle_floor.labels(source=energy_source)
+        self._power = [self.power.labels(device=d, source=energy_source) for d in devices]
 
     def adapter_added(self, adapter: str) -> None:
         """Create an adapter's series up front, so they read 0 before its first request."""
-        for histogram in (
-            self.ttft,
-            self.itl,
-            self.e2e,
-            self.queue,
-            self.request_joules,
-            self.joules_per_token,
-        ):
-            histogram.labels(adapter=adapter)
-        for counter in (self.prompt_tokens, self.generation_tokens, self.co2e):
-            counter.labels(adapter=adapter)
-        for status in Status:
-            self.requests.labels(adapter=adapter, status=status.value)
-        for phase in Phase:
-            self.energy.labels(adapter=adapter, phase=phase.value)
+        for tier in Tier:
+            labels = {"adapter": adapter, "tier": tier.value}
+            self.itl.labels(adapter, tier.value)
+            for metric in (
+                self.ttft,
+                self.e2e,
+                self.queue,
+                self.request_joules,
+                self.request_dynamic_joules,
+                self.joules_per_token,
+                self.prompt_tokens,
+                self.generation_tokens,
+                self.co2e,
+                self.dynamic_energy,
+            ):
+                metric.labels(**labels)
+            for status in Status:
+                self.requests.labels(**labels, status=status.value)
+            for phase in Phase:
+                self.energy.labels(**labels, phase=phase.value)
 
     def record(self, record: RequestRecord) -> None:
-        """Export one finished request."""
-        adapter = record.adapter
-        self.requests.labels(adapter=adapter, status=record.status.value).inc()
-        self.prompt_tokens.labels(adapter=adapter).inc(record.prompt_tokens)
-        self.generation_tokens.labels(adapter=adapter).inc(record.completion_tokens)
-        self.e2e.labels(adapter=adapter).observe(record.e2e_s)
+        """Export one finished request's timing and tokens."""
+        labels = {"adapter": record.adapter, "tier": record.tier}
+        self.requests.labels(**labels, status=record.status.value).inc()
+        self.prompt_tokens.labels(**labels).inc(record.prompt_tokens)
+        self.generation_tokens.labels(**labels).inc(record.completion_tokens)
+        self.e2e.labels(**labels).observe(record.e2e_s)
         if record.ttft_s is not None:
-            self.ttft.labels(adapter=adapter).observe(record.ttft_s)
+            self.ttft.labels(**labels).observe(record.ttft_s)
         if record.queue_s is not None:
-            self.queue.labels(adapter=adapter).observe(record.queue_s)
-        itl = self.itl.labels(adapter=adapter)
-        for gap in record.itl_s:
-            itl.observe(gap)
-        self.request_joules.labels(adapter=adapter).observe(record.joules)
-        if record.completion_tokens:
-            self.joules_per_token.labels(adapter=adapter).observe(record.joules / record.completion_tokens)
+            self.queue.labels(**labels).observe(record.queue_s)
+        if record.itl is not None:
+            self.itl.add((record.adapter, record.tier), record.itl)
 
-    def energy_attributed(self, by_adapter_phase: dict[tuple[str, str], float], idle_j: float) -> None:
+    def export_settled(self, account: EnergyAccount) -> None:
+        """Export one request whose energy is final."""
+        labels = {"adapter": account.adapter, "tier": account.tier}
+        self.request_joules.labels(**labels).observe(account.joules)
+        self.request_dynamic_joules.labels(**labels).observe(account.dynamic_j)
+        if account.output_tokens:
+            self.joules_per_token.labels(**labels).observe(account.joules / account.output_tokens)
+
+    def export_window(self, window: EnergyWindow) -> None:
         """Export one closed meter interval."""
-        total = idle_j
-        for (adapter, phase), joules in by_adapter_phase.items():
-            self.energy.labels(adapter=adapter, phase=phase).inc(joules)
-            self.co2e.labels(adapter=adapter).inc(joules * self._grams_per_joule)
-            total += joules
-        if idle_j:
-            self.idle_energy.inc(idle_j)
-        self.metered_energy.labels(source=self.source).inc(total)
+        for (adapter, tier, phase), share in window.shares.items():
+            if share.joules:
+                self.energy.labels(adapter=adapter, tier=tier, phase=phase).inc(share.joules)
+                self.co2e.labels(adapter=adapter, tier=tier).inc(share.grams)
+            if share.dynamic_j:
+                self.dynamic_energy.labels(adapter=adapter, tier=tier).inc(share.dynamic_j)
+        if window.idle_j:
+            self.idle_energy.inc(window.idle_j)
+        self._metered.inc(window.metered_j)
+        self._floor.set(window.floor_w)
 
-    def power_watts(self, devices: list[str], watts: list[float]) -> None:
+    def export_power(self, watts: list[float]) -> None:
         """Export each device's power over the last interval."""
-        for device, value in zip(devices, watts, strict=False):
-            self.power.labels(device=device, source=self.source).set(value)
+        for child, value in zip(self._power, watts, strict=True):
+            child.set(value)

@@ -102,6 +102,11 @@ class SamplingFields(StrictModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     @property
+    def tier(self) -> str:
+        """The service tier the request is served in."""
+        return "default"
+
+    @property
     def include_usage(self) -> bool:
         """Whether a stream ends with a usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -175,9 +180,14 @@ class CompletionRequest(SamplingFields):
 
 
 class EnergyUsage(BaseModel):
-    """The energy of one response; `source` says how it was obtained ("estimated" is not a measurement)."""
+    """The energy of one response; `source` says how it was obtained ("estimated" is not a measurement).
+
+    `joules` is the response's full share of the metered energy (its part of the idle floor while it ran,
+    plus what its work added); `dynamic_joules` is only what its work added above the floor.
+    """
 
     joules: float
+    dynamic_joules: float
     joules_per_output_token: float | None
     co2e_grams: float
     source: str

@@ -35,6 +35,11 @@ class ServerSettings(BaseSettings):
     grid_intensity_g_per_kwh: float = Field(default=475.0, ge=0)
     pue: float = Field(default=1.0, ge=1.0)
     estimated_watts_per_core: float = Field(default=15.0, gt=0)
+    # Idle stretches at least this long (after a short settling time) re-measure the idle power floor.
+    idle_floor_min_seconds: float = Field(default=2.0, gt=0)
+    # Admission: requests in the engine at once, and waiting for a slot (None: from --max-num-seqs).
+    max_concurrent_requests: int | None = Field(default=None, ge=1)
+    max_queued_requests: int | None = Field(default=None, ge=0)
     # Which GPUs the engine uses, as CUDA sees them; NVML is asked about those only.
     cuda_visible_devices: str | None = Field(
         default=None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES", "WATTSERVE_CUDA_VISIBLE_DEVICES")

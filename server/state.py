@@ -9,21 +9,27 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
-from server.accounting import Accounting
+from server.energy.books import EnergyBooks
+from server.energy.summary import EnergySummaryExporter
 from server.errors import EngineUnavailableError
 from server.generation import EngineClient
+from server.metrics import ServerMetrics
+from server.request_scope import RequestScopes
 
 
 @dataclass
 class AppState:
-    """What request handlers share, built once by the lifespan."""
+    """What request handlers share: built by `create_app`, completed by the lifespan."""
 
     api_key: str | None
-    accounting: Accounting
-    admin_key: str | None = None
+    admin_key: str | None
+    registry: CollectorRegistry  # wattserve's metrics; vLLM's live on the process registry
+    metrics: ServerMetrics
+    books: EnergyBooks
+    energy_summary: EnergySummaryExporter
     engine: EngineClient | None = None
     adapters: AdapterManager | None = None
-    registry: CollectorRegistry | None = None  # wattserve's metrics; vLLM's live on the process registry
+    scopes: RequestScopes | None = None
     started_at: float = field(default_factory=time.time)
 
 
@@ -38,3 +44,11 @@ def get_engine(request: Request) -> EngineClient:
     if engine is None:
         raise EngineUnavailableError("The engine is not running.")
     return engine
+
+
+def get_scopes(request: Request) -> RequestScopes:
+    """Where generation requests open their scope, or a 503 while the server cannot take them."""
+    scopes = get_state(request).scopes
+    if scopes is None:
+        raise EngineUnavailableError("The engine is not running.")
+    return scopes

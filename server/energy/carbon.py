@@ -19,3 +19,7 @@ class CarbonModel:
     def grams(self, joules: float) -> float:
         """Grams of CO2e for `joules` of device energy."""
         return joules / JOULES_PER_KWH * self.pue * self.grid_g_per_kwh
+
+    def grams_per_joule_at(self, monotonic_s: float) -> float:
+        """Grams CO2e per device joule for work done at `monotonic_s` (the grid intensity then)."""
+        return self.pue * self.grid_g_per_kwh / JOULES_PER_KWH

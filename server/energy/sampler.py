@@ -52,11 +52,14 @@ class EnergySampler:
             if self._stop.wait(self._period_s):
                 return
 
-    async def read_now(self) -> Reading:
-        """A reading taken now on a worker thread, so a finishing request need not wait for the next tick."""
-        reading = await asyncio.to_thread(self._read)
+    async def read_now(self) -> None:
+        """Take a reading now on a worker thread, so a finishing request need not wait for the next tick."""
+        try:
+            reading = await asyncio.to_thread(self._read)
+        except EnergyMeterError:
+            logger.exception("energy meter read failed")
+            return
         self._on_reading(reading)
-        return reading
 
     def stop(self) -> None:
         """Stop the thread and close the meter."""
@@ -64,3 +67,16 @@ class EnergySampler:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._meter.close()
+
+
+class NullSampler:
+    """The sampler with no meter (`--energy-meter none`): nothing is read, nothing is waited for."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    async def read_now(self) -> None:
+        """Nothing to read."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""

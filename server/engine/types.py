@@ -46,7 +46,9 @@ class TokenLogprob:
     top: list[tuple[str, float]]
 
 
-@dataclass(frozen=True)
+# Per-step records are plain slotted classes, not frozen ones: one is built for every token streamed, and a
+# frozen dataclass costs twice as much to build.
+@dataclass(slots=True)
 class ChoiceDelta:
     """What one choice (of `n`) produced since the previous step."""
 
@@ -57,14 +59,15 @@ class ChoiceDelta:
     finish_reason: str | None  # "stop", "length" or "abort" once finished
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GenerationStep:
     """One engine output for a request: deltas of the choices that advanced."""
 
     prompt_token_count: int
     deltas: list[ChoiceDelta]
     finished: bool
-    # Log probabilities of the prompt tokens, when asked for.
+    token_count: int  # output tokens over all deltas
+    # Log probabilities of the prompt tokens, when asked for (first step only).
     prompt_logprobs: list[TokenLogprob] | None = None
-    # Seconds the request waited in the engine's queue before it was first scheduled (once known).
+    # Seconds the request waited in the engine's queue before it was first scheduled (first step only).
     queue_s: float | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
@@ -18,6 +18,8 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.metrics.loggers import StatLoggerBase
+from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from adapters.types import AdapterRef
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
@@ -51,13 +53,51 @@ def _vllm_errors() -> Iterator[None]:
         raise EngineUnavailableError(err.message) from err
 
 
+class StepRelay:
+    """Hands every engine step to one callback, through vLLM's stat-logger hook.
+
+    vLLM calls its stat loggers from the output handler on the event loop, once per batch of engine-core
+    outputs, and sends scheduler stats even for steps that produced no output (prefill-only steps), so
+    this is the engine-side activity signal the energy ledger needs.
+    """
+
+    def __init__(self) -> None:
+        self.on_step: Callable[[bool, int], None] | None = None
+
+    def for_engine(self, vllm_config: VllmConfig, engine_index: int = 0) -> StatLoggerBase:
+        """The stat-logger factory vLLM calls once per engine."""
+        return _StepLogger(self)
+
+
+class _StepLogger(StatLoggerBase):
+    def __init__(self, relay: StepRelay) -> None:  # vLLM's factory signature is served by the relay
+        self._relay = relay
+
+    def record(
+        self,
+        scheduler_stats: SchedulerStats | None,
+        iteration_stats: IterationStats | None,
+        mm_cache_stats: Any = None,
+        engine_idx: int = 0,
+    ) -> None:
+        on_step = self._relay.on_step
+        if scheduler_stats is not None and on_step is not None:
+            # vLLM builds IterationStats only for batches with outputs: None means a prefill-only step.
+            on_step(iteration_stats is not None, scheduler_stats.num_waiting_reqs)
+
+    def log_engine_initialized(self) -> None:
+        """Nothing to log."""
+
+
 class VllmEngine:
     """Serve one base model with vLLM's `AsyncLLM` (continuous batching, paged attention)."""
 
     def __init__(self, llm: AsyncLLM, served_model_name: str) -> None:
         self._llm = llm
+        self.steps = StepRelay()
         self.served_model_name = served_model_name
         self.max_model_len: int = llm.model_config.max_model_len
+        self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
         self.model_path: str = llm.model_config.model
         # vLLM's CPU LoRA logits path fails on prompt logprobs (sampler indices sized for sampled
         # tokens only) and takes the engine down with it, so such requests are refused up front.
@@ -75,17 +115,25 @@ class VllmEngine:
         Returns:
             The running engine.
         """
-        # As vLLM's own server builds it (vllm/entrypoints/launchers/api_server/entry.py).
+        steps = StepRelay()
+        # As vLLM's own server builds it (vllm/entrypoints/launchers/api_server/entry.py), plus the relay.
         llm = AsyncLLM.from_vllm_config(
             engine_config(engine_args),
             usage_context=SERVER_USAGE_CONTEXT,
             enable_log_requests=engine_args.enable_log_requests,
             aggregate_engine_logging=engine_args.aggregate_engine_logging,
             disable_log_stats=engine_args.disable_log_stats,
+            stat_loggers=[steps.for_engine],
         )
         names = engine_args.served_model_name
         name = names[0] if isinstance(names, list) and names else names or engine_args.model
-        return cls(llm, str(name))
+        engine = cls(llm, str(name))
+        engine.steps = steps
+        return engine
+
+    def observe_steps(self, on_step: Callable[[bool, int], None]) -> None:
+        """Call `on_step(produced_output, waiting)` after every engine step, on the event loop."""
+        self.steps.on_step = on_step
 
     async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
         """Tokenize a completion prompt and check it fits the context with `max_tokens` more."""
@@ -112,6 +160,8 @@ class VllmEngine:
                 )
             except ValueError as err:  # e.g. the model has no chat template
                 raise InvalidRequestError(f"Cannot apply the chat template: {err}") from err
+            except TimeoutError as err:  # vLLM's VLLM_CHAT_TEMPLATE_RENDER_TIMEOUT
+                raise InvalidRequestError(f"Rendering the chat template took too long: {err}") from err
         return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
 
     def _sampling_params(self, spec: SamplingSpec) -> SamplingParams:
@@ -153,6 +203,7 @@ class VllmEngine:
         request_id: str,
         *,
         adapter: AdapterRef | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[GenerationStep]:
         """Generate for one prompt, yielding what each engine step added.
 
@@ -161,6 +212,7 @@ class VllmEngine:
             spec: Sampling wishes; `max_tokens` must already be resolved.
             request_id: Unique id; `abort` takes the same id.
             adapter: The LoRA adapter version to apply, or None for the base model.
+            priority: Scheduling priority (lower first) under vLLM's `priority` policy; ignored by `fcfs`.
 
         Yields:
             One `GenerationStep` per engine output.
@@ -172,16 +224,24 @@ class VllmEngine:
         with _vllm_errors():
             params = self._sampling_params(spec)
             lora = _lora_request(adapter) if adapter is not None else None
+            top_k, prompt_tokens, first = spec.logprobs, len(prompt.token_ids), True
             async for output in self._llm.generate(
-                prompt.engine_input, params, request_id, lora_request=lora
+                prompt.engine_input, params, request_id, lora_request=lora, priority=priority
             ):
-                yield GenerationStep(
-                    prompt_token_count=len(output.prompt_token_ids or prompt.token_ids),
-                    deltas=[_choice_delta(choice, spec.logprobs) for choice in output.outputs],
-                    finished=output.finished,
-                    prompt_logprobs=self._prompt_logprobs(output, spec.prompt_logprobs),
-                    queue_s=_queue_seconds(output),
-                )
+                choices = output.outputs
+                if top_k is None and len(choices) == 1:  # the common case: one choice, no logprobs
+                    choice = choices[0]
+                    count = len(choice.token_ids)
+                    deltas = [ChoiceDelta(choice.index, choice.text, count, None, choice.finish_reason)]
+                else:
+                    deltas = [_choice_delta(choice, top_k) for choice in choices]
+                    count = sum(delta.token_count for delta in deltas)
+                step = GenerationStep(prompt_tokens, deltas, output.finished, count)
+                if first:
+                    first = False
+                    step.queue_s = _queue_seconds(output)
+                    step.prompt_logprobs = self._prompt_logprobs(output, spec.prompt_logprobs)
+                yield step
 
     def _prompt_logprobs(self, output: Any, top_k: int | None) -> list[TokenLogprob] | None:
         if top_k is None or not output.prompt_logprobs:

@@ -1,20 +1,15 @@
-"""`POST /v1/chat/completions`."""
+"""`POST /v1/chat/completions`: parse the body, word the answer; the request's life is `serving`'s."""
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
-from server.accounting import EnergyFigures
 from server.auth import require_api_key
-from server.engine.types import PreparedPrompt, SamplingSpec, TokenLogprob
-from server.generation import EngineClient, GenerationResult, prepare_chat
-from server.metrics import Status
+from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.generation import prepare_chat
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -28,10 +23,10 @@ from server.protocol import (
     Usage,
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
-from server.routes.common import make_usage, prepend
-from server.routes.serving import Admission, Step, admit, serve
-from server.sse import sse_event
-from server.state import AppState, get_engine, get_state
+from server.request_scope import RequestScopes
+from server.serving import ABORTED_BY_ENGINE, GenerationResult, respond
+from server.sse import HOLE, EventTemplate, sse_event
+from server.state import get_scopes
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -56,28 +51,63 @@ def chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
     )
 
 
-@router.post("/v1/chat/completions", response_model=None)
-async def create_chat_completion(
-    body: ChatCompletionRequest,
-    request: Request,
-    response: Response,
-    engine: EngineClient = Depends(get_engine),
-    state: AppState = Depends(get_state),
-) -> BaseModel | Response:
-    """Create a chat completion, streamed as server-sent events when `stream` is true."""
-    admission = admit(engine, state, body.model)
-    response.headers.update(admission.lease.headers)
+class ChatFormat:
+    """Chat completion chunks and bodies for one request."""
 
-    async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
-        prompt, spec = await prepare_chat(engine, body)
-        return [prompt], spec
+    def __init__(self, body: ChatCompletionRequest, request_id: str) -> None:
+        self._body = body
+        self._request_id = request_id
+        self._created = int(time.time())
+        self._content: dict[int, EventTemplate] = {}
 
-    def build(
-        request_id: str, result: GenerationResult, energy: EnergyFigures | None
-    ) -> ChatCompletionResponse:
+    def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self._request_id, created=self._created, model=self._body.model, choices=choices, usage=usage
+        )
+
+    def stream_head(self) -> bytes:
+        """The role chunk of every choice."""
+        roles = [
+            ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+            for i in range(self._body.n)
+        ]
+        return sse_event(self._chunk(roles))
+
+    def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
+        """One chunk for the step; text-only deltas take the pre-serialised path."""
+        deltas = step.deltas
+        if len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None:
+            delta = deltas[0]
+            if not delta.text:
+                return b""
+            template = self._content.get(delta.index)
+            if template is None:
+                choice = ChatChunkChoice(index=delta.index, delta=ChatDelta(content=HOLE))
+                template = self._content[delta.index] = EventTemplate(self._chunk([choice]))
+            return template.fill(delta.text)
+        choices = []
+        for delta in deltas:
+            finish = None if delta.finish_reason == ABORTED_BY_ENGINE else delta.finish_reason
+            if delta.text or finish or delta.logprobs:
+                choices.append(
+                    ChatChunkChoice(
+                        index=delta.index,
+                        delta=ChatDelta(content=delta.text),
+                        logprobs=chat_logprobs(delta.logprobs),
+                        finish_reason=finish,
+                    )
+                )
+        return sse_event(self._chunk(choices)) if choices else b""
+
+    def stream_usage(self, usage: Usage) -> bytes:
+        """The final usage chunk, if `stream_options.include_usage` asked for it."""
+        return sse_event(self._chunk([], usage)) if self._body.include_usage else b""
+
+    def body(self, result: GenerationResult, usage: Usage) -> ChatCompletionResponse:
+        """The non-streamed completion."""
         return ChatCompletionResponse(
-            id=request_id,
-            model=body.model,
+            id=self._request_id,
+            model=self._body.model,
             choices=[
                 ChatChoice(
                     index=choice.index,
@@ -87,56 +117,26 @@ async def create_chat_completion(
                 )
                 for choice in result.choices
             ],
-            usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
+            usage=usage,
         )
 
-    return await serve(
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
+) -> Response:
+    """Create a chat completion, streamed as server-sent events when `stream` is true."""
+    scope = await scopes.open(request, body.model, body.tier)
+
+    async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
+        prompt, spec = await prepare_chat(scopes.engine, body)
+        return [prompt], spec
+
+    return await respond(
+        scope,
         request,
-        engine,
-        admission,
         prepare,
+        lambda request_id: ChatFormat(body, request_id),
         prefix="chatcmpl",
         stream=body.stream,
-        events=functools.partial(_events, body),
-        build=build,
     )
-
-
-async def _events(
-    body: ChatCompletionRequest,
-    request_id: str,
-    first: Step,
-    steps: AsyncIterator[Step],
-    admission: Admission,
-) -> AsyncIterator[bytes]:
-    created = int(time.time())
-
-    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
-        return sse_event(
-            ChatCompletionChunk(
-                id=request_id, created=created, model=body.model, choices=choices, usage=usage
-            )
-        )
-
-    yield chunk(
-        [ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(body.n)]
-    )
-    prompt_tokens, completion_tokens = first[1].prompt_token_count, 0
-    async for _, step in prepend(first, steps):
-        choices = []
-        for delta in step.deltas:
-            completion_tokens += delta.token_count
-            if delta.text or delta.finish_reason or delta.logprobs:
-                choices.append(
-                    ChatChunkChoice(
-                        index=delta.index,
-                        delta=ChatDelta(content=delta.text),
-                        logprobs=chat_logprobs(delta.logprobs),
-                        finish_reason=delta.finish_reason,
-                    )
-                )
-        if choices:
-            yield chunk(choices)
-    energy = await admission.books.close(Status.OK)
-    if body.include_usage:
-        yield chunk([], make_usage(prompt_tokens, completion_tokens, energy))

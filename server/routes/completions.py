@@ -1,25 +1,20 @@
-"""`POST /v1/completions` (the legacy text-completion API)."""
+"""`POST /v1/completions` (the legacy text-completion API): parse the body, word the answer."""
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 
-from server.accounting import EnergyFigures
 from server.auth import require_api_key
-from server.engine.types import TokenLogprob
-from server.generation import EngineClient, GenerationResult, prepare_completion
-from server.metrics import Status
+from server.engine.types import GenerationStep, TokenLogprob
+from server.generation import prepare_completion
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
-from server.routes.common import make_usage, prepend
-from server.routes.serving import Admission, Step, admit, serve
-from server.sse import sse_event
-from server.state import AppState, get_engine, get_state
+from server.request_scope import RequestScopes
+from server.serving import ABORTED_BY_ENGINE, GenerationResult, respond
+from server.sse import HOLE, EventTemplate, sse_event
+from server.state import get_scopes
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -36,25 +31,71 @@ def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> Comple
     return result
 
 
-@router.post("/v1/completions", response_model=None)
-async def create_completion(
-    body: CompletionRequest,
-    request: Request,
-    response: Response,
-    engine: EngineClient = Depends(get_engine),
-    state: AppState = Depends(get_state),
-) -> BaseModel | Response:
-    """Create completions for one or several prompts, streamed when `stream` is true."""
-    admission = admit(engine, state, body.model)
-    response.headers.update(admission.lease.headers)
+class CompletionFormat:
+    """Completion chunks and bodies for one request (choice index = prompt index × n + choice)."""
 
-    def build(request_id: str, result: GenerationResult, energy: EnergyFigures | None) -> CompletionResponse:
+    def __init__(self, body: CompletionRequest, request_id: str) -> None:
+        self._body = body
+        self._request_id = request_id
+        self._created = int(time.time())
+        choices = len(body.prompts) * body.n
+        self._offsets = [0] * choices
+        self._echoed = [not body.echo] * choices
+        self._content: dict[int, EventTemplate] = {}
+
+    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+        return CompletionResponse(
+            id=self._request_id, created=self._created, model=self._body.model, choices=choices, usage=usage
+        )
+
+    def stream_head(self) -> bytes:
+        """Completions start with the first token."""
+        return b""
+
+    def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
+        """One chunk for the step; text-only deltas after any echo take the pre-serialised path."""
+        deltas, n = step.deltas, self._body.n
+        if len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None:
+            delta = deltas[0]
+            index = prompt_index * n + delta.index
+            if self._echoed[index]:
+                if not delta.text:
+                    return b""
+                template = self._content.get(index)
+                if template is None:
+                    choice = CompletionChoice(index=index, text=HOLE, finish_reason=None)
+                    template = self._content[index] = EventTemplate(self._chunk([choice]))
+                return template.fill(delta.text)
+        choices = []
+        for delta in deltas:
+            index = prompt_index * n + delta.index
+            text, entries = delta.text, delta.logprobs
+            if not self._echoed[index]:
+                self._echoed[index] = True
+                text = self._body.prompts[prompt_index] + text
+                if entries is not None and step.prompt_logprobs is not None:
+                    entries = step.prompt_logprobs + entries
+            logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
+            self._offsets[index] += len(text)
+            finish = None if delta.finish_reason == ABORTED_BY_ENGINE else delta.finish_reason
+            if text or finish or logprobs:
+                choices.append(
+                    CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
+                )
+        return sse_event(self._chunk(choices)) if choices else b""
+
+    def stream_usage(self, usage: Usage) -> bytes:
+        """The final usage chunk, if `stream_options.include_usage` asked for it."""
+        return sse_event(self._chunk([], usage)) if self._body.include_usage else b""
+
+    def body(self, result: GenerationResult, usage: Usage) -> CompletionResponse:
+        """The non-streamed completion."""
         choices = []
         for choice in result.choices:
-            prompt_index = choice.index // body.n
+            prompt_index = choice.index // self._body.n
             text, logprob_entries = choice.text, choice.logprobs
-            if body.echo:
-                text = body.prompts[prompt_index] + text
+            if self._body.echo:
+                text = self._body.prompts[prompt_index] + text
                 echoed = result.prompt_logprobs[prompt_index]
                 if logprob_entries is not None and echoed is not None:
                     logprob_entries = echoed + logprob_entries
@@ -64,63 +105,20 @@ async def create_completion(
                     index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
                 )
             )
-        return CompletionResponse(
-            id=request_id,
-            model=body.model,
-            choices=choices,
-            usage=make_usage(result.prompt_tokens, result.completion_tokens, energy),
-        )
+        return CompletionResponse(id=self._request_id, model=self._body.model, choices=choices, usage=usage)
 
-    return await serve(
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(
+    body: CompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
+) -> Response:
+    """Create completions for one or several prompts, streamed when `stream` is true."""
+    scope = await scopes.open(request, body.model, body.tier)
+    return await respond(
+        scope,
         request,
-        engine,
-        admission,
-        lambda: prepare_completion(engine, body),
+        lambda: prepare_completion(scopes.engine, body),
+        lambda request_id: CompletionFormat(body, request_id),
         prefix="cmpl",
         stream=body.stream,
-        events=functools.partial(_events, body),
-        build=build,
     )
-
-
-async def _events(
-    body: CompletionRequest, request_id: str, first: Step, steps: AsyncIterator[Step], admission: Admission
-) -> AsyncIterator[bytes]:
-    created = int(time.time())
-    prompt_tokens = [0] * len(body.prompts)
-    completion_tokens = 0
-    offsets = [0] * (len(body.prompts) * body.n)
-    echoed = [False] * len(offsets)
-
-    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
-        return sse_event(
-            CompletionResponse(id=request_id, created=created, model=body.model, choices=choices, usage=usage)
-        )
-
-    async for prompt_index, step in prepend(first, steps):
-        prompt_tokens[prompt_index] = step.prompt_token_count
-        choices = []
-        for delta in step.deltas:
-            completion_tokens += delta.token_count
-            index = prompt_index * body.n + delta.index
-            text, entries = delta.text, delta.logprobs
-            if body.echo and not echoed[index]:
-                echoed[index] = True
-                text = body.prompts[prompt_index] + text
-                if entries is not None and step.prompt_logprobs is not None:
-                    entries = step.prompt_logprobs + entries
-            logprobs = None
-            if entries is not None:
-                logprobs = completion_logprobs(entries, offsets[index])
-            offsets[index] += len(text)
-            if text or delta.finish_reason or logprobs:
-                choices.append(
-                    CompletionChoice(
-                        index=index, text=text, logprobs=logprobs, finish_reason=delta.finish_reason
-                    )
-                )
-        if choices:
-            yield chunk(choices)
-    energy = await admission.books.close(Status.OK)
-    if body.include_usage:
-        yield chunk([], make_usage(sum(prompt_tokens), completion_tokens, energy))

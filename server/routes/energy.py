@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from server.auth import require_api_key
+from server.energy.summary import EnergySummary
 from server.state import AppState, get_state
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 @router.get("/v1/energy")
-async def energy_summary(state: AppState = Depends(get_state)) -> dict:
-    """Energy since start, overall and per adapter; `source` tells measured from estimated."""
-    return state.accounting.summary()
+async def energy_summary(state: AppState = Depends(get_state)) -> EnergySummary:
+    """Energy since start, overall, per adapter and per tier; `source` tells measured from estimated."""
+    return state.energy_summary.summary()

@@ -16,6 +16,7 @@ class FakeEngine:
 
     served_model_name = "fake-model"
     max_model_len = 64
+    max_num_seqs = 8
     model_path = "/models/fake"
     supports_prompt_logprobs = True
 
@@ -38,6 +39,7 @@ class FakeEngine:
         request_id: str,
         *,
         adapter: object = None,
+        priority: int = 0,
     ) -> AsyncIterator[GenerationStep]:
         if spec.n > 1 and spec.temperature == 0:
             raise InvalidRequestError("n must be 1 when using greedy sampling")
@@ -48,7 +50,7 @@ class FakeEngine:
                 ChoiceDelta(i, WORDS[(step_index + i) % len(WORDS)], 1, None, "length" if last else None)
                 for i in range(spec.n)
             ]
-            yield GenerationStep(len(prompt.token_ids), deltas, last)
+            yield GenerationStep(len(prompt.token_ids), deltas, last, len(deltas))
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)

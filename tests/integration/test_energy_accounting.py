@@ -41,7 +41,7 @@ def samples(text: str, name: str) -> dict[tuple, float]:
 
 async def test_usage_energy_adds_up_to_the_metered_total() -> None:
     engine = FakeEngine(step_delay_s=0.002)
-    settings = ServerSettings(energy_sample_period_s=0.01)
+    settings = ServerSettings(energy_sample_period_s=0.01, max_concurrent_requests=64)
     app = create_app(settings, lambda: engine, meter=TickingMeter())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -61,7 +61,10 @@ async def test_usage_energy_adds_up_to_the_metered_total() -> None:
                     )
                 else:
                     energies.append(response.json()["usage"]["energy"])
-            await asyncio.sleep(0.05)
+            # Stop the sampler and run the readings it already handed over, so /metrics and /v1/energy
+            # below describe one and the same ledger state.
+            app.state.wattserve.books.sampler.stop()
+            await asyncio.sleep(0)
             summary = (await http.get("/v1/energy")).json()
             metrics = (await http.get("/metrics")).text
     assert all(energy["source"] == "fake" for energy in energies)
@@ -73,7 +76,8 @@ async def test_usage_energy_adds_up_to_the_metered_total() -> None:
     assert sum(by_phase.values()) == pytest.approx(reported, rel=1e-6)
     idle = samples(metrics, "wattserve_idle_energy_joules_total")
     assert sum(idle.values()) == pytest.approx(summary["idle_joules"], rel=1e-6)
-    assert samples(metrics, "wattserve_requests_total")[(("adapter", "base"), ("status", "ok"))] == 40
+    ok = (("adapter", "base"), ("status", "ok"), ("tier", "default"))
+    assert samples(metrics, "wattserve_requests_total")[ok] == 40
     assert sum(samples(metrics, "wattserve_generation_tokens_total").values()) == sum(
         5 + i % 7 for i in range(40)
     )

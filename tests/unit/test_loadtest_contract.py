@@ -21,6 +21,7 @@ from loadtest.client import Outcome, StreamingClient
 from loadtest.scrape import parse_metrics
 from loadtest.sse import SseParser
 from loadtest.workload import RequestSpec
+from server.energy.ledger import EnergyWindow, Share
 from server.errors import EngineUnavailableError, server_error_body
 from server.metrics import BASE_LABEL, RequestRecord, ServerMetrics, Status
 from server.protocol import ChatChunkChoice, ChatCompletionChunk, ChatDelta, EnergyUsage, Usage
@@ -29,10 +30,10 @@ from server.sse import DONE, sse_event
 # The labels each harness name relies on (scrape.py's comments), beside the name.
 LABELS = {
     scrape.METERED: {"source"},
-    scrape.ATTRIBUTED: {"adapter", "phase"},
+    scrape.ATTRIBUTED: {"adapter", "tier", "phase"},
     scrape.IDLE: set(),
-    scrape.PROMPT_TOKENS: {"adapter"},
-    scrape.GENERATION_TOKENS: {"adapter"},
+    scrape.PROMPT_TOKENS: {"adapter", "tier"},
+    scrape.GENERATION_TOKENS: {"adapter", "tier"},
     scrape.POWER: {"device", "source"},
 }
 
@@ -40,7 +41,7 @@ LABELS = {
 def fresh_metrics() -> tuple[CollectorRegistry, ServerMetrics]:
     """The metrics as `create_app` leaves them before any request: base-model series created."""
     registry = CollectorRegistry()
-    metrics = ServerMetrics(registry, energy_source="estimated", grams_per_joule=0.0001)
+    metrics = ServerMetrics(registry, energy_source="estimated", devices=["gpu0", "gpu1"])
     metrics.adapter_added(BASE_LABEL)
     return registry, metrics
 
@@ -48,11 +49,19 @@ def fresh_metrics() -> tuple[CollectorRegistry, ServerMetrics]:
 def busy_metrics() -> CollectorRegistry:
     registry, metrics = fresh_metrics()
     metrics.adapter_added("sql-lora")
-    metrics.record(RequestRecord(adapter=BASE_LABEL, status=Status.OK, prompt_tokens=11, completion_tokens=7))
-    metrics.record(RequestRecord(adapter="sql-lora", status=Status.OK, prompt_tokens=5, completion_tokens=3))
-    attributed = {(BASE_LABEL, "prefill"): 1.5, (BASE_LABEL, "decode"): 4.0, ("sql-lora", "decode"): 2.0}
-    metrics.energy_attributed(attributed, idle_j=0.5)
-    metrics.power_watts(["gpu0", "gpu1"], [120.0, 80.0])
+    ok = {"status": Status.OK}
+    metrics.record(RequestRecord(BASE_LABEL, "default", **ok, prompt_tokens=11, completion_tokens=7))
+    metrics.record(RequestRecord("sql-lora", "flex", **ok, prompt_tokens=5, completion_tokens=3))
+    window = EnergyWindow(
+        0.0, 1.0, metered_j=8.0, idle_j=0.5, static_j=3.0, dynamic_j=4.5, idle_grams=0, floor_w=3
+    )
+    window.shares = {
+        (BASE_LABEL, "default", "prefill"): Share(joules=1.5, dynamic_j=1.0),
+        (BASE_LABEL, "default", "decode"): Share(joules=4.0, dynamic_j=2.5),
+        ("sql-lora", "flex", "decode"): Share(joules=2.0, dynamic_j=1.0),
+    }
+    metrics.export_window(window)
+    metrics.export_power([120.0, 80.0])
     return registry
 
 
@@ -115,7 +124,9 @@ def chunk(delta: ChatDelta | None = None, usage: Usage | None = None) -> bytes:
 
 def server_stream() -> list[bytes]:
     """A chat stream as wattserve's chat route writes it: role chunk, tokens, usage with energy, DONE."""
-    energy = EnergyUsage(joules=0.75, joules_per_output_token=0.375, co2e_grams=0.01, source="estimated")
+    energy = EnergyUsage(
+        joules=0.75, dynamic_joules=0.5, joules_per_output_token=0.375, co2e_grams=0.01, source="estimated"
+    )
     usage = Usage(prompt_tokens=4, completion_tokens=2, total_tokens=6, energy=energy)
     return [
         chunk(ChatDelta(role="assistant", content="")),

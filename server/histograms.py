@@ -1,0 +1,82 @@
+"""A Prometheus histogram fed a whole request's bucket counts at once.
+
+prometheus_client's `Histogram` observes one value per call (a lock and a walk over the buckets each
+time). Inter-token latency comes one value per streamed token, so a request counts its gaps into a plain
+list as they come (one bisect each) and hands the list over once, when it ends.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+
+class BucketCounts:
+    """One request's observations: a count per bucket (the last is +Inf) and their sum."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one value (upper bounds are inclusive, as in Prometheus)."""
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.total += value
+
+
+class BulkHistogram(Collector):
+    """A labelled histogram whose series grow by whole `BucketCounts` at a time."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self.bounds = [*buckets, math.inf]
+        self._series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        registry.register(self)
+
+    def new_counts(self) -> BucketCounts:
+        """Empty counts for one request."""
+        return BucketCounts(self.bounds)
+
+    def labels(self, *values: str) -> None:
+        """Create a series up front, so it reads 0 before its first observation."""
+        self._series.setdefault(values, ([0] * len(self.bounds), [0.0]))
+
+    def add(self, values: Sequence[str], counts: BucketCounts) -> None:
+        """Add one request's observations to the series with these label values."""
+        series, total = self._series.setdefault(tuple(values), ([0] * len(self.bounds), [0.0]))
+        for index, count in enumerate(counts.counts):
+            if count:
+                series[index] += count
+        total[0] += counts.total
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The family, without samples (for the registry's name checks)."""
+        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """Every series, with cumulative buckets."""
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, (counts, total) in self._series.items():
+            running, buckets = 0, []
+            for bound, count in zip(self.bounds, counts, strict=True):
+                running += count
+                buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), running))
+            family.add_metric(list(values), buckets, total[0])
+        yield family

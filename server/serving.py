@@ -1,0 +1,188 @@
+"""The generation flow both OpenAI routes share: prepare, generate, then stream events or collect a body.
+
+Routes parse and format; this module runs the request inside its `RequestScope` and hands the scope to
+the response stream when it streams. Whoever holds the scope last closes it (see `request_scope`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
+
+from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.errors import EngineUnavailableError, ServerError, server_error_body
+from server.metrics import Status
+from server.protocol import EnergyUsage, Usage
+from server.request_scope import EnergyFigures, RequestScope, unless_disconnected
+from server.sse import DONE, sse_event
+
+logger = logging.getLogger(__name__)
+
+Step = tuple[int, GenerationStep]  # (prompt index, step)
+ABORTED_BY_ENGINE = "abort"  # vLLM's finish reason for a request aborted under it (shutdown)
+SHUTTING_DOWN = "The server is shutting down; the request was stopped before it finished."
+
+
+@dataclass
+class ChoiceResult:
+    """Everything one choice produced, accumulated over the steps."""
+
+    index: int
+    text: str = ""
+    token_count: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class GenerationResult:
+    """A finished, non-streamed generation."""
+
+    choices: list[ChoiceResult]
+    prompt_logprobs: list[list[TokenLogprob] | None] = field(default_factory=list)
+
+
+class ResponseFormat(Protocol):
+    """How one endpoint words its answer, streamed or not."""
+
+    def stream_head(self) -> bytes:
+        """Events sent before the first token (may be empty)."""
+        ...
+
+    def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
+        """The events for one engine step (may be empty)."""
+        ...
+
+    def stream_usage(self, usage: Usage) -> bytes:
+        """The usage event, when the client asked for one (else empty)."""
+        ...
+
+    def body(self, result: GenerationResult, usage: Usage) -> BaseModel:
+        """The non-streamed answer."""
+        ...
+
+
+class ScopedStreamingResponse(StreamingResponse):
+    """A streamed answer that closes its request scope however the stream ends, even if never started."""
+
+    def __init__(self, content: AsyncIterator[bytes], scope: RequestScope, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._request_scope = scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream, then close the request scope (a no-op when the stream already closed it)."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._request_scope.close(Status.ABORTED)
+
+
+async def respond(
+    scope: RequestScope,
+    request: Request,
+    prepare: Callable[[], Awaitable[tuple[list[PreparedPrompt], SamplingSpec]]],
+    make_format: Callable[[str], ResponseFormat],
+    *,
+    prefix: str,
+    stream: bool,
+) -> Response:
+    """Run one generation request to a JSON body or an SSE stream, inside its open scope.
+
+    Args:
+        scope: The request's scope, already open (model held, admitted).
+        request: The HTTP request (watched for a client disconnect while the body is collected).
+        prepare: Renders the prompts and builds the sampling spec (may raise 400s).
+        make_format: Builds the endpoint's wording for a request id.
+        prefix: Request-id prefix (`chatcmpl`, `cmpl`).
+        stream: Answer with server-sent events.
+    """
+    async with scope:
+        prompts, spec = await prepare()
+        wording = make_format(scope.new_request_id(prefix))
+        steps = scope.generate(prompts, spec)
+        if stream:
+            # The first step comes before the headers, so a parameter the engine refuses is still a 400.
+            first = await anext(steps)
+            scope.hand_off()
+            return ScopedStreamingResponse(_events(scope, wording, first, steps), scope, scope.headers)
+        result = await unless_disconnected(request, collect(steps, len(prompts) * spec.n, spec.n))
+        if any(choice.finish_reason == ABORTED_BY_ENGINE for choice in result.choices):
+            raise EngineUnavailableError(SHUTTING_DOWN)
+        body = wording.body(result, usage_of(scope, await scope.finish()))
+        return Response(body.model_dump_json(), media_type="application/json", headers=scope.headers)
+
+
+async def collect(steps: AsyncIterator[Step], choice_count: int, n: int) -> GenerationResult:
+    """Gather a generation's steps into its choices (index = prompt index × n + choice)."""
+    choices = [ChoiceResult(index=i) for i in range(choice_count)]
+    prompt_logprobs: list[list[TokenLogprob] | None] = [None] * (choice_count // n)
+    async for prompt_index, step in steps:
+        if step.prompt_logprobs is not None:
+            prompt_logprobs[prompt_index] = step.prompt_logprobs
+        for delta in step.deltas:
+            choice = choices[prompt_index * n + delta.index]
+            choice.text += delta.text
+            choice.token_count += delta.token_count
+            if delta.logprobs is not None:
+                choice.logprobs = (choice.logprobs or []) + delta.logprobs
+            choice.finish_reason = delta.finish_reason or choice.finish_reason
+    return GenerationResult(choices, prompt_logprobs)
+
+
+def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
+    """OpenAI's `usage` for the scope's engine requests, with `energy` when the server meters it."""
+    prompt_tokens = sum(sub.prompt_tokens for sub in scope.engine_requests)
+    completion_tokens = sum(sub.completion_tokens for sub in scope.engine_requests)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        energy=None if energy is None else EnergyUsage(**vars(energy)),
+    )
+
+
+async def _events(
+    scope: RequestScope, wording: ResponseFormat, first: Step, steps: AsyncIterator[Step]
+) -> AsyncIterator[bytes]:
+    interrupted = False
+    try:
+        head = wording.stream_head()
+        if head:
+            yield head
+        chunk = wording.stream_step(*first)
+        if chunk:
+            yield chunk
+        interrupted = _aborted_by_engine(first[1])
+        async for prompt_index, step in steps:
+            chunk = wording.stream_step(prompt_index, step)
+            if chunk:
+                yield chunk
+            interrupted = interrupted or (step.finished and _aborted_by_engine(step))
+        if interrupted:
+            raise EngineUnavailableError(SHUTTING_DOWN)
+        usage = wording.stream_usage(usage_of(scope, await scope.finish()))
+        if usage:
+            yield usage
+    except ServerError as err:
+        scope.close(Status.ERROR)
+        yield sse_event(server_error_body(err))
+    except Exception:
+        # Headers are gone, so the status cannot change: end the stream with an error event instead.
+        logger.exception("stream %s failed", scope.request_id)
+        scope.close(Status.ERROR)
+        yield sse_event(server_error_body(ServerError("Internal server error")))
+    finally:
+        # Reached with the client gone too (the stream's task is cancelled): close without awaiting.
+        scope.close(Status.ABORTED)
+    yield DONE
+
+
+def _aborted_by_engine(step: GenerationStep) -> bool:
+    return any(delta.finish_reason == ABORTED_BY_ENGINE for delta in step.deltas)
