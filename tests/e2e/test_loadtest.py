@@ -93,14 +93,25 @@ def test_point_figures_are_the_records_aggregated(sweep: tuple) -> None:
         assert point["ttft_s"]["p99"] == pytest.approx(np.percentile(ttfts, 99))
         itls = [gap for r in measured for gap in r["itl_s"]]
         assert point["itl_s"]["p90"] == pytest.approx(np.percentile(itls, 90))
-        window_s = point["window_s"]
-        last_end = max(r["end_at_s"] for r in measured)
-        span = max(window_s, last_end - 1.0)  # the window starts after the 1 s warm-up
+        # Offered and answered over the same requests: the window's, answered over the time their
+        # answers took to come out, the window itself unless they fell behind.
+        span = point["answer_span_s"]
+        assert span >= point["window_s"]
+        assert point["offered_rps"] == pytest.approx(len(measured) / point["window_s"])
+        assert point["request_throughput"] == pytest.approx(len(measured) / span)
         assert point["output_throughput"] == pytest.approx(
             sum(r["completion_tokens"] for r in measured) / span
         )
+        assert point["validity"]["saturated"] == (point["request_throughput"] < 0.9 * point["offered_rps"])
         per_model = {a["model"]: a["requests"] for a in point["adapters"]}
         assert sum(per_model.values()) == len(measured)
+        for adapter in point["adapters"]:  # per-model energy from the requests' own usage.energy
+            mine = [r for r in measured if r["model"] == adapter["model"]]
+            joules = sum(r["energy_joules"] for r in mine)
+            assert adapter["joules"] == pytest.approx(joules)
+            assert adapter["joules_per_output_token"] == pytest.approx(
+                joules / sum(r["completion_tokens"] for r in mine)
+            )
         for record in records:
             assert record["scheduled_at_s"] <= record["dispatched_at_s"] <= record["sent_at_s"]
 
@@ -118,6 +129,10 @@ def test_csv_rows_equal_the_json_points(sweep: tuple) -> None:
             point["energy"]["joules_per_output_token"]
         )
         assert row["energy_source"] == "estimated"
+    breakdown = list(csv.DictReader((out / "breakdown.csv").read_text().splitlines()))
+    assert {(int(r["point"]), r["name"]) for r in breakdown if r["group"] == "model"} == {
+        (point["index"], adapter["model"]) for point in result["points"] for adapter in point["adapters"]
+    }
 
 
 def test_html_report_embeds_its_plots(sweep: tuple) -> None:
