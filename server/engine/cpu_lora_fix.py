@@ -2,9 +2,11 @@
 
 vLLM's torch LoRA ops gather `lora_weights[lora_indices]`; base-model tokens carry index -1, which
 selects the *last* adapter slot, so a base request batched next to adapter requests silently gets an
-adapter's delta. This plugin replaces the three gathering ops with versions that zero the rows whose
-index is negative. Upstream fixes are open (vllm-project/vllm PRs #48421 and #49656); drop this plugin
-once the pinned vLLM has them. GPU kernels are not affected and are left alone.
+adapter's delta. This plugin replaces the three gathering ops with versions that give the rows whose
+index is negative a zero delta, chosen by selection (`torch.where`), never by multiplying with 0: an
+adapter slot holding NaN or Inf would turn `x * 0` into NaN and carry it into base-model rows.
+Upstream fixes are open (vllm-project/vllm PRs #48421 and #49656); drop this plugin once the pinned
+vLLM has them. GPU kernels are not affected and are left alone.
 
 vLLM loads it in every one of its processes through the `vllm.general_plugins` entry point.
 """
@@ -23,19 +25,30 @@ def _select(weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) ->
     selected = weights[indices.clamp(min=0)].to(dtype=dtype)
     if selected.dim() == 4:
         selected = selected.squeeze(dim=1)
-    keep = (indices >= 0).to(dtype=dtype).view(-1, 1, 1)
-    return selected * keep
+    return torch.where((indices >= 0).view(-1, 1, 1), selected, selected.new_zeros(()))
+
+
+def _delta(
+    inputs: torch.Tensor,
+    weights: torch.Tensor,
+    indices: torch.Tensor,
+    dtype: torch.dtype,
+    scaling: float = 1.0,
+) -> torch.Tensor:
+    """Each row's scaled LoRA product; base-model rows are exactly 0, whatever the inputs or scaling."""
+    outputs = scaling * torch.einsum(
+        "bi, boi -> bo", inputs.to(dtype=dtype), _select(weights, indices, dtype)
+    )
+    return torch.where((indices >= 0).view(-1, 1), outputs, outputs.new_zeros(()))
 
 
 def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):  # noqa: ANN001, ANN201, D103
-    selected = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
-    output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
+    outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype, scaling)
+    output_tensor[:, : outputs.shape[1]] = outputs[:]
 
 
 def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):  # noqa: ANN001, ANN201, D103
-    selected = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
+    outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     limit = 1 if outputs.shape[0] == 1 and output_tensor.shape[0] != 1 else output_tensor.shape[0]
     common_len = min(outputs.shape[1], output_tensor.shape[1])
     if add_inputs:
@@ -53,8 +66,7 @@ def bgmv_expand_slice(  # noqa: D103, PLR0917
     slice_size,
     add_inputs=True,  # noqa: ANN001
 ):  # noqa: ANN201
-    selected = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=output_tensor.dtype), selected)
+    outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
         output_tensor[:, slice_offset : slice_offset + slice_size] += outputs[:]
     else:

@@ -64,3 +64,26 @@ def test_register_patches_where_the_cpu_punica_wrapper_looks() -> None:
     cpu_lora_fix.register()
     assert punica_cpu.bgmv_shrink is cpu_lora_fix.bgmv_shrink
     assert lora_ops.bgmv_expand is cpu_lora_fix.bgmv_expand
+
+
+def test_nan_in_an_adapter_slot_never_reaches_base_rows() -> None:
+    # Base rows read slot 0 before masking (index -1 clamped); NaN * 0 would still be NaN there.
+    x, lora_a, indices = inputs()
+    lora_a[0] = float("nan")
+    shrunk = torch.zeros(TOKENS, RANK)
+    cpu_lora_fix.bgmv_shrink(x, lora_a, shrunk, indices, 1.0)
+    assert torch.equal(shrunk[0], torch.zeros(RANK))
+    assert torch.equal(shrunk[3], torch.zeros(RANK))
+    assert shrunk[1].isnan().all()  # the row that uses the NaN slot is its own problem
+    assert torch.isfinite(shrunk[[2, 4]]).all()
+
+    lora_b = torch.randn(SLOTS, 1, HIDDEN, RANK, generator=torch.Generator().manual_seed(2))
+    lora_b[0] = float("inf")
+    for expand in (
+        lambda out: cpu_lora_fix.bgmv_expand(shrunk, lora_b, out, indices, add_inputs=True),
+        lambda out: cpu_lora_fix.bgmv_expand_slice(shrunk, lora_b, out, indices, 0, HIDDEN, add_inputs=True),
+    ):
+        out = torch.ones(TOKENS, HIDDEN)
+        expand(out)
+        assert torch.equal(out[[0, 3]], torch.ones(2, HIDDEN))
+        assert torch.isfinite(out[[2, 4]]).all()
