@@ -11,14 +11,8 @@ from typing import Protocol
 
 from adapters.errors import AdapterLoadError
 from adapters.registry import AdapterEntry, AdapterRegistry
-from adapters.types import AdapterRef
-from adapters.validation import (
-    BaseModelInfo,
-    check_name,
-    check_version,
-    inspect_adapter,
-    resolve_within_roots,
-)
+from adapters.types import AdapterFacts, AdapterRef
+from adapters.validation import BaseModelInfo, check_name, check_not_reserved, check_version, validate_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +60,7 @@ class AdapterManager:
             AdapterLoadError: The engine refused it.
         """
         check_name(name)
+        check_not_reserved(name, self._base)
         if version is not None:
             check_version(version)
         async with self._locks[name]:
@@ -113,8 +108,9 @@ class AdapterManager:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    def _validate(self, raw_path: str):  # noqa: ANN202 - AdapterFacts, kept off the event loop
-        return inspect_adapter(resolve_within_roots(raw_path, self._roots), self._base)
+    def _validate(self, raw_path: str) -> AdapterFacts:
+        # Blocking file reads: called in a worker thread, off the event loop.
+        return validate_adapter(raw_path, self._base, self._roots)
 
     async def _retire(self, entry: AdapterEntry) -> None:
         await self.registry.wait_drained(entry)

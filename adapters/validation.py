@@ -1,23 +1,26 @@
-"""Check an adapter directory before the engine sees it: name, path, config, weights, base model, limits."""
+"""Check an adapter directory before the engine sees it: name, path, files, config, weights, base model."""
 
 from __future__ import annotations
 
 import json
 import re
-import struct
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from adapters.errors import AdapterValidationError, Reason
+from adapters.peft_config import CONFIG_FILE, LoraConfig, parse_lora_config
 from adapters.types import AdapterFacts
+from adapters.weights import check_finite, safetensors_tensor_names
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WEIGHTS_FILE = "adapter_model.safetensors"
-CONFIG_FILE = "adapter_config.json"
 # Pickle-based formats can run code when loaded; only safetensors is accepted.
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
-MAX_HEADER_BYTES = 100 * 2**20
+# A LoRA config is a few hundred bytes; a bound keeps a hostile file from filling memory.
+MAX_CONFIG_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,27 @@ class BaseModelInfo:
     max_rank: int
 
 
+def _shown(text: str) -> str:
+    """`text` quoted for an error message: escaped (repr) and cut, since it may be anything."""
+    return repr(text[:200]) + ("..." if len(text) > 200 else "")
+
+
 def check_name(name: str, what: str = "adapter name") -> str:
     """Refuse names that could not be a `model` value or a folder name (spaces, slashes, ...)."""
     if not NAME_PATTERN.fullmatch(name):
         raise AdapterValidationError(
             Reason.BAD_NAME,
-            f"Invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            f"Invalid {what} {_shown(name)}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit.",
+        )
+    return name
+
+
+def check_not_reserved(name: str, base: BaseModelInfo) -> str:
+    """Refuse a name the base model answers to: requests for it would never reach the adapter."""
+    if name in base.names:
+        raise AdapterValidationError(
+            Reason.RESERVED_NAME, f"The name {_shown(name)} is the base model's; choose another adapter name."
         )
     return name
 
@@ -43,132 +60,163 @@ def check_name(name: str, what: str = "adapter name") -> str:
 def check_version(version: str) -> str:
     """Refuse version labels with characters outside the name alphabet."""
     if not VERSION_PATTERN.fullmatch(version):
-        raise AdapterValidationError(Reason.BAD_NAME, f"Invalid adapter version {version!r}.")
+        raise AdapterValidationError(Reason.BAD_NAME, f"Invalid adapter version {_shown(version)}.")
     return version
 
 
-def resolve_within_roots(raw_path: str, roots: list[Path]) -> Path:
+def _bad_path(raw_path: str, why: str) -> AdapterValidationError:
+    return AdapterValidationError(Reason.BAD_PATH, f"Adapter path {_shown(raw_path)} {why}.")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _real_roots(roots: Sequence[Path]) -> list[Path]:
+    real = []
+    for root in roots:
+        try:
+            real.append(root.resolve())
+        except (OSError, RuntimeError):  # a root that cannot be resolved admits nothing
+            continue
+    return real
+
+
+def resolve_within_roots(raw_path: str, roots: Sequence[Path]) -> Path:
     """Resolve `raw_path` and check it lies inside one of `roots`, symlinks followed.
 
     Raises:
-        AdapterValidationError: `..` in the path, no such directory, or outside every root.
+        AdapterValidationError: `..` in the path, a path the filesystem cannot take (NUL byte, not
+            UTF-8, too long, unknown `~user`), no such directory, or outside every root.
     """
+    if not raw_path:
+        raise _bad_path(raw_path, "is empty")
+    if "\x00" in raw_path:
+        raise _bad_path(raw_path, "contains a NUL byte")
+    if not _utf8(raw_path):
+        raise _bad_path(raw_path, "is not valid Unicode text")
     if ".." in PurePath(raw_path).parts:
         raise AdapterValidationError(
-            Reason.PARENT_REFERENCE, f"Adapter path {raw_path!r} must not contain '..'."
+            Reason.PARENT_REFERENCE, f"Adapter path {_shown(raw_path)} must not contain '..'."
         )
-    path = Path(raw_path).expanduser()
-    if not path.is_dir():
-        raise AdapterValidationError(Reason.PATH_NOT_FOUND, f"Adapter directory {raw_path!r} does not exist.")
-    resolved = path.resolve(strict=True)
-    real_roots = [root.resolve() for root in roots]
+    try:
+        path = Path(raw_path).expanduser()
+    except (RuntimeError, KeyError) as err:  # `~name` for a user this machine does not have
+        raise _bad_path(raw_path, "names the home directory of an unknown user") from err
+    try:
+        if not path.is_dir():
+            raise AdapterValidationError(
+                Reason.PATH_NOT_FOUND, f"Adapter directory {_shown(raw_path)} does not exist."
+            )
+        resolved = path.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError) as err:  # it vanished between the two calls
+        raise AdapterValidationError(
+            Reason.PATH_NOT_FOUND, f"Adapter directory {_shown(raw_path)} does not exist."
+        ) from err
+    except (OSError, RuntimeError) as err:  # too long, permission denied, symlink loop
+        raise _bad_path(raw_path, f"cannot be used ({getattr(err, 'strerror', None) or err})") from err
+    if not _utf8(str(resolved)):
+        raise _bad_path(raw_path, "leads to a directory whose name is not valid UTF-8")
+    real_roots = _real_roots(roots)
     if any(resolved.is_relative_to(root) for root in real_roots):
         return resolved
     lexical = Path.cwd() / path if not path.is_absolute() else path
-    if any(lexical.is_relative_to(root) for root in roots + real_roots):
+    if any(lexical.is_relative_to(root) for root in [*roots, *real_roots]):
         raise AdapterValidationError(
             Reason.SYMLINK_ESCAPE,
-            f"Adapter path {raw_path!r} is a symlink that leads outside the allowed roots.",
+            f"Adapter path {_shown(raw_path)} is a symlink that leads outside the allowed roots.",
         )
     raise AdapterValidationError(
         Reason.OUTSIDE_ROOTS,
-        f"Adapter path {raw_path!r} is outside the allowed adapter roots "
+        f"Adapter path {_shown(raw_path)} is outside the allowed adapter roots "
         f"({', '.join(map(str, roots)) or 'none'}).",
     )
 
 
-def _read_config(directory: Path) -> dict:
-    config_path = directory / CONFIG_FILE
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError as err:
-        raise AdapterValidationError(Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} is missing.") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AdapterValidationError(
-            Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} is not valid JSON: {err}"
-        ) from err
-    if not isinstance(config, dict):
-        raise AdapterValidationError(Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} must hold a JSON object.")
-    if str(config.get("peft_type", "")).upper() != "LORA":
-        raise AdapterValidationError(
-            Reason.NOT_LORA, f"{CONFIG_FILE} has peft_type {config.get('peft_type')!r}; only LORA is served."
-        )
-    rank = config.get("r")
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-        raise AdapterValidationError(
-            Reason.MALFORMED_CONFIG, f"{CONFIG_FILE}: 'r' must be a positive integer."
-        )
-    targets = config.get("target_modules")
-    if not (
-        isinstance(targets, str) or (isinstance(targets, list) and all(isinstance(t, str) for t in targets))
-    ):
-        raise AdapterValidationError(
-            Reason.MALFORMED_CONFIG, f"{CONFIG_FILE}: 'target_modules' must be a list of names or a regex."
-        )
-    return config
+def _resolve_file(directory: Path, name: str, real_roots: list[Path]) -> tuple[Path, int] | None:
+    """The real path and size of a file that will be read, checked against the roots; None if absent.
 
-
-def safetensors_tensor_names(weights: Path) -> list[str]:
-    """Parse a safetensors header, check every tensor lies inside the file, and return the tensor names.
-
-    Raises:
-        AdapterValidationError: The header is truncated, not JSON, or points outside the file.
+    A file inside an allowed directory may itself be a symlink to anywhere, so each file is resolved
+    on its own. (Checked once: whoever can write inside a root can still swap a file afterwards.)
     """
-    size = weights.stat().st_size
-    with weights.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise AdapterValidationError(
-                Reason.CORRUPT_WEIGHTS, f"{weights.name} is too short to be safetensors."
-            )
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(MAX_HEADER_BYTES, size - 8):
-            raise AdapterValidationError(
-                Reason.CORRUPT_WEIGHTS, f"{weights.name} has an impossible header length."
-            )
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise AdapterValidationError(
-                Reason.CORRUPT_WEIGHTS, f"{weights.name} header is not JSON."
-            ) from err
-    data_len = size - 8 - header_len
-    if not isinstance(header, dict):
-        raise AdapterValidationError(Reason.CORRUPT_WEIGHTS, f"{weights.name} header is not a JSON object.")
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (
-            isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data_len
-        ):
-            raise AdapterValidationError(
-                Reason.CORRUPT_WEIGHTS, f"{weights.name}: tensor {name!r} lies outside the file."
-            )
-    return [name for name in header if name != "__metadata__"]
+    try:
+        resolved = (directory / name).resolve(strict=True)
+        info = resolved.stat()
+    except FileNotFoundError:
+        return None
+    except (OSError, RuntimeError) as err:
+        message = f"{name} cannot be read ({getattr(err, 'strerror', None) or err})."
+        raise AdapterValidationError(Reason.BAD_PATH, message) from err
+    if not any(resolved.is_relative_to(root) for root in real_roots):
+        raise AdapterValidationError(
+            Reason.SYMLINK_ESCAPE, f"{name} is a symlink that leads outside the allowed roots."
+        )
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise AdapterValidationError(Reason.BAD_PATH, f"{name} is not a regular file.")
+    return resolved, info.st_size
 
 
-def _check_targets(targets: str | list[str], base: BaseModelInfo) -> tuple[str, ...]:
+def _read_config(path: Path, size: int) -> LoraConfig:
+    if size > MAX_CONFIG_BYTES:
+        raise AdapterValidationError(Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} is larger than 1 MiB.")
+    try:
+        text = path.read_bytes().decode("utf-8")  # vLLM reads it as UTF-8 text
+        config = json.loads(text)
+    except OSError as err:
+        raise AdapterValidationError(
+            Reason.BAD_PATH, f"{CONFIG_FILE} cannot be read ({err.strerror or err})."
+        ) from err
+    except (ValueError, RecursionError) as err:  # not UTF-8, not JSON, or nested past the parser
+        raise AdapterValidationError(
+            Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} is not valid JSON: {str(err)[:200]}"
+        ) from err
+    return parse_lora_config(config)
+
+
+def _check_base_model(config: LoraConfig, base: BaseModelInfo) -> None:
+    # A hub id and a local copy of the same model share their last path component.
+    known = base.names | {PurePath(name).name for name in base.names}
+    if config.base_model and config.base_model not in known and PurePath(config.base_model).name not in known:
+        raise AdapterValidationError(
+            Reason.BASE_MODEL_MISMATCH,
+            f"Adapter was trained on {_shown(config.base_model)}, not on this server's base model "
+            f"({sorted(base.names)[0]!r}).",
+        )
+
+
+def _check_targets(targets: str | tuple[str, ...], base: BaseModelInfo) -> tuple[str, ...]:
     if base.module_names is None:
-        return (targets,) if isinstance(targets, str) else tuple(targets)
+        return (targets,) if isinstance(targets, str) else targets
     if isinstance(targets, str):
-        pattern = re.compile(targets)
+        pattern = re.compile(targets)  # compiled once already by parse_lora_config
         if not any(pattern.search(module) for module in base.module_names):
             raise AdapterValidationError(
                 Reason.MISSING_TARGET_MODULE,
-                f"target_modules regex {targets!r} matches no module of the base model.",
+                f"target_modules regex {_shown(targets)} matches no module of the base model.",
             )
         return (targets,)
     missing = sorted(set(targets) - base.module_names)
     if missing:
         raise AdapterValidationError(
-            Reason.MISSING_TARGET_MODULE, f"target modules not in the base model: {', '.join(missing)}."
+            Reason.MISSING_TARGET_MODULE,
+            f"target modules not in the base model: {', '.join(map(_shown, missing[:10]))}.",
         )
-    return tuple(targets)
+    return targets
 
 
-def inspect_adapter(directory: Path, base: BaseModelInfo) -> AdapterFacts:
+def inspect_adapter(
+    directory: Path, base: BaseModelInfo, roots: Sequence[Path] | None = None
+) -> AdapterFacts:
     """Validate an adapter directory (already resolved inside the roots) against the base model.
+
+    Args:
+        directory: The adapter's directory, as `resolve_within_roots` returned it.
+        base: What the adapter must fit.
+        roots: Where the files read may lie once symlinks are followed; the directory itself if None.
 
     Returns:
         What the engine and the catalogue need to know about it.
@@ -176,37 +224,50 @@ def inspect_adapter(directory: Path, base: BaseModelInfo) -> AdapterFacts:
     Raises:
         AdapterValidationError: With the reason it is refused.
     """
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    real_roots = _real_roots(roots if roots is not None else [directory])
+    try:
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    except OSError as err:
+        raise AdapterValidationError(
+            Reason.BAD_PATH, f"The adapter directory cannot be listed ({err.strerror or err})."
+        ) from err
     if pickles:
         raise AdapterValidationError(
             Reason.PICKLE_WEIGHTS,
-            f"Pickle weights are refused ({', '.join(pickles)}); convert them to safetensors.",
+            f"Pickle weights are refused ({', '.join(map(_shown, pickles[:10]))}); "
+            "convert them to safetensors.",
         )
-    config = _read_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
+    config_file = _resolve_file(directory, CONFIG_FILE, real_roots)
+    if config_file is None:
+        raise AdapterValidationError(Reason.MALFORMED_CONFIG, f"{CONFIG_FILE} is missing.")
+    config = _read_config(*config_file)
+    weights_file = _resolve_file(directory, WEIGHTS_FILE, real_roots)
+    if weights_file is None:
         raise AdapterValidationError(Reason.MISSING_WEIGHTS, f"{WEIGHTS_FILE} is missing.")
-    safetensors_tensor_names(weights)
-    ranks = [config["r"], *(v for v in (config.get("rank_pattern") or {}).values() if isinstance(v, int))]
-    if max(ranks) > base.max_rank:
+    safetensors_tensor_names(weights_file[0])
+    if config.max_rank > base.max_rank:
         raise AdapterValidationError(
             Reason.RANK_TOO_LARGE,
-            f"Adapter rank {max(ranks)} is above the server's --max-lora-rank {base.max_rank}.",
+            f"Adapter rank {config.max_rank} is above the server's --max-lora-rank {base.max_rank}.",
         )
-    base_model = config.get("base_model_name_or_path")
-    # A hub id and a local copy of the same model share their last path component.
-    known = base.names | {PurePath(name).name for name in base.names}
-    if base_model and base_model not in known and PurePath(str(base_model)).name not in known:
-        raise AdapterValidationError(
-            Reason.BASE_MODEL_MISMATCH,
-            f"Adapter was trained on {base_model!r}, not on this server's base model "
-            f"({sorted(base.names)[0]!r}).",
-        )
+    _check_base_model(config, base)
+    targets = _check_targets(config.target_modules, base)
+    # Last: it reads every weight, the one check whose cost grows with the adapter.
+    check_finite(weights_file[0])
     return AdapterFacts(
         path=directory,
-        base_model=base_model,
-        rank=config["r"],
-        alpha=float(config.get("lora_alpha", config["r"])),
-        target_modules=_check_targets(config["target_modules"], base),
-        size_bytes=sum(p.stat().st_size for p in directory.iterdir() if p.is_file()),
+        base_model=config.base_model,
+        rank=config.rank,
+        alpha=config.alpha,
+        target_modules=targets,
+        size_bytes=config_file[1] + weights_file[1],
     )
+
+
+def validate_adapter(raw_path: str, base: BaseModelInfo, roots: Sequence[Path]) -> AdapterFacts:
+    """Resolve `raw_path` inside `roots` and validate the adapter there (blocking: run it in a thread).
+
+    Raises:
+        AdapterValidationError: With the reason it is refused.
+    """
+    return inspect_adapter(resolve_within_roots(raw_path, roots), base, roots)

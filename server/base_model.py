@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from adapters.errors import AdapterValidationError
-from adapters.validation import BaseModelInfo, safetensors_tensor_names
+from adapters.validation import BaseModelInfo
+from adapters.weights import safetensors_tensor_names
 
 logger = logging.getLogger(__name__)
 
