@@ -4,6 +4,7 @@ Tree::
 
 AdapterError
 ├── AdapterValidationError   the adapter is refused before the engine sees it (carries a Reason)
+├── AdapterCapacityError     the engine's adapter slots cannot take it with the pins they hold (a Reason)
 ├── AdapterNotFoundError     no ready adapter has that name
 └── AdapterLoadError         the engine refused an adapter that passed validation
 """
@@ -33,6 +34,9 @@ class Reason(str, enum.Enum):
     RANK_TOO_LARGE = "rank_above_max"
     BASE_MODEL_MISMATCH = "base_model_mismatch"
     MISSING_TARGET_MODULE = "missing_target_module"
+    # Capacity: the adapter itself is fine, the engine's slots cannot take it now.
+    PIN_LIMIT = "pin_limit_reached"
+    SLOTS_FULL = "adapter_slots_full"
 
 
 class AdapterError(Exception):
@@ -45,6 +49,14 @@ class AdapterError(Exception):
 
 class AdapterValidationError(AdapterError):
     """The adapter was refused before the engine saw it."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AdapterCapacityError(AdapterError):
+    """A load or pin that the engine's adapter slots cannot hold next to the pinned versions."""
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)

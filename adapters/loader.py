@@ -9,8 +9,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
-from adapters.errors import AdapterLoadError
+from adapters.errors import AdapterLoadError, AdapterNotFoundError
 from adapters.registry import AdapterEntry, AdapterRegistry
+from adapters.slots import EngineSlots
 from adapters.types import AdapterFacts, AdapterRef
 from adapters.validation import BaseModelInfo, check_name, check_not_reserved, check_version, validate_adapter
 
@@ -37,12 +38,20 @@ class AdapterManager:
     """Serializes changes per adapter name; changes to different names run side by side."""
 
     def __init__(
-        self, registry: AdapterRegistry, engine: AdapterEngine, base: BaseModelInfo, roots: list[Path]
+        self,
+        registry: AdapterRegistry,
+        engine: AdapterEngine,
+        base: BaseModelInfo,
+        roots: list[Path],
+        *,
+        max_loras: int,
     ) -> None:
+        """Manage adapters of `engine`, whose adapter slots (`--max-loras`) number `max_loras`."""
         self.registry = registry
         self._engine = engine
         self._base = base
         self._roots = roots
+        self.slots = EngineSlots(max_loras)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._retiring: set[asyncio.Task[None]] = set()
@@ -57,6 +66,7 @@ class AdapterManager:
 
         Raises:
             AdapterValidationError: The adapter is refused (see its `reason`).
+            AdapterCapacityError: The engine's slots cannot hold it next to the pinned versions.
             AdapterLoadError: The engine refused it.
         """
         check_name(name)
@@ -66,16 +76,25 @@ class AdapterManager:
         async with self._locks[name]:
             started = time.perf_counter()
             facts = await asyncio.to_thread(self._validate, raw_path)
+            adapter_id = self.registry.next_id()
+            # Before the engine sees it; a replaced version keeps its slot until it is retired.
+            self.slots.reserve(adapter_id, pinned=pinned)
             self._versions[name] += 1
-            ref = AdapterRef(name, version or f"v{self._versions[name]}", self.registry.next_id(), facts)
+            ref = AdapterRef(name, version or f"v{self._versions[name]}", adapter_id, facts)
             entry = self.registry.begin_load(ref, pinned=pinned)
             try:
                 await self._engine.add_lora(ref)
-                if pinned:
-                    await self._engine.pin_lora(ref.adapter_id)
             except Exception as err:
+                self.slots.release(adapter_id)
                 self.registry.fail(entry, str(err))
                 raise AdapterLoadError(f"The engine could not load adapter '{name}': {err}") from err
+            if pinned:
+                try:
+                    await self._engine.pin_lora(adapter_id)
+                except Exception as err:
+                    self.registry.fail(entry, str(err))
+                    await self._remove_from_engine(entry)
+                    raise AdapterLoadError(f"The engine could not pin adapter '{name}': {err}") from err
             previous = self.registry.commit(entry, time.perf_counter() - started)
             logger.info("adapter %s ready (id %d, %s)", ref.engine_name, ref.adapter_id, ref.path)
             if previous is not None:
@@ -96,12 +115,28 @@ class AdapterManager:
             return entry
 
     async def set_pinned(self, name: str, pinned: bool) -> AdapterEntry:
-        """Pin or unpin the current version of `name`."""
+        """Pin or unpin the current version of `name`.
+
+        Unpinning clears the flag only: vLLM has no unpin, so the version stays pinned in the engine,
+        and counts as pinned in `slots`, until it is replaced or unloaded.
+
+        Raises:
+            AdapterNotFoundError: No adapter of that name is loaded.
+            AdapterCapacityError: Pinning it would break the pin rule of `adapters.slots`.
+            AdapterLoadError: The engine refused the pin.
+        """
         async with self._locks[name]:
-            entry = self.registry.set_pinned(name, pinned)
+            entry = self.registry.current(name)
+            if entry is None:
+                raise AdapterNotFoundError(f"No adapter named '{name}' is loaded.")
             if pinned:
-                await self._engine.pin_lora(entry.ref.adapter_id)
-            return entry
+                self.slots.pin(entry.ref.adapter_id)
+                try:
+                    await self._engine.pin_lora(entry.ref.adapter_id)
+                except Exception as err:
+                    # It stays counted as pinned: the engine may have pinned it in one cache already.
+                    raise AdapterLoadError(f"The engine could not pin adapter '{name}': {err}") from err
+            return self.registry.set_pinned(name, pinned)
 
     async def drain(self) -> None:
         """Wait for background retirements (at shutdown)."""
@@ -112,12 +147,18 @@ class AdapterManager:
         # Blocking file reads: called in a worker thread, off the event loop.
         return validate_adapter(raw_path, self._base, self._roots)
 
-    async def _retire(self, entry: AdapterEntry) -> None:
-        await self.registry.wait_drained(entry)
+    async def _remove_from_engine(self, entry: AdapterEntry) -> None:
         try:
             await self._engine.remove_lora(entry.ref.adapter_id)
         except Exception:
-            # The version stays unreachable (no name routes to it); the engine's LRU will evict it.
+            # The version stays unreachable (no name routes to it) but may still hold a slot, pinned
+            # or until the engine's LRU evicts it, so it keeps counting in `slots`.
             logger.exception("removing adapter %s from the engine failed", entry.ref.engine_name)
+        else:
+            self.slots.release(entry.ref.adapter_id)
+
+    async def _retire(self, entry: AdapterEntry) -> None:
+        await self.registry.wait_drained(entry)
+        await self._remove_from_engine(entry)
         self.registry.finish_unload(entry)
         logger.info("adapter %s unloaded", entry.ref.engine_name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Protocol
 
 from adapters.discovery import AdapterSpec, parse_lora_module, scan
 from adapters.errors import AdapterError
@@ -17,6 +18,15 @@ from server.settings import ServerSettings
 logger = logging.getLogger(__name__)
 
 
+class SlottedEngine(AdapterEngine, Protocol):
+    """An adapter engine that says how many adapters its slots hold at once."""
+
+    @property
+    def max_loras(self) -> int:
+        """The engine's adapter slots (`--max-loras`)."""
+        ...
+
+
 def allowed_roots(settings: ServerSettings, specs: list[AdapterSpec]) -> list[Path]:
     """Roots runtime loads may come from: --adapter-root, --adapter-dir and the startup adapters' folders."""
     roots = list(settings.adapter_roots)
@@ -27,15 +37,19 @@ def allowed_roots(settings: ServerSettings, specs: list[AdapterSpec]) -> list[Pa
 
 
 async def start_adapters(
-    settings: ServerSettings, engine: AdapterEngine, served_name: str, model_path: str, max_rank: int
+    settings: ServerSettings, engine: SlottedEngine, served_name: str, model_path: str, max_rank: int
 ) -> AdapterManager:
-    """Build the adapter manager and load the startup adapters; a bad one is logged, not fatal."""
+    """Build the adapter manager and load the startup adapters; a bad one is logged, not fatal.
+
+    An adapter named like the base model is one of those refused (`reserved_name`).
+    """
     specs = [parse_lora_module(value) for value in settings.lora_modules]
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
         base_model_info(served_name, model_path, max_rank),
         allowed_roots(settings, specs),
+        max_loras=engine.max_loras,
     )
     if settings.adapter_dir is not None:
         specs += scan(settings.adapter_dir)

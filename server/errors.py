@@ -13,7 +13,9 @@ Tree::
     └── EngineUnavailableError       503 service_unavailable
 
 Adapter errors (`adapters.errors`) map here too: not found → 404; refused or failed load → 400 with
-the refusal reason as `code`.
+the refusal reason as `code` (`adapter_load_failed` when the engine refused it); a load or pin the
+engine's adapter slots cannot hold next to the pinned ones → 409 with `pin_limit_reached` or
+`adapter_slots_full`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.errors import AdapterError, AdapterNotFoundError, AdapterValidationError
+from adapters.errors import AdapterCapacityError, AdapterError, AdapterNotFoundError, AdapterValidationError
 from server.protocol import (
     UNSUPPORTED_CHAT_FIELDS,
     UNSUPPORTED_COMPLETION_FIELDS,
@@ -165,6 +167,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _json(
                 404, error_body(404, exc.message, "invalid_request_error", "model", "model_not_found")
             )
+        if isinstance(exc, AdapterCapacityError):
+            return _json(409, error_body(409, exc.message, "invalid_request_error", None, exc.reason.value))
         code = exc.reason.value if isinstance(exc, AdapterValidationError) else "adapter_load_failed"
         return _json(400, error_body(400, exc.message, "invalid_request_error", None, code))
 

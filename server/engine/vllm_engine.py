@@ -265,6 +265,12 @@ class VllmEngine:
         lora_config = self._llm.vllm_config.lora_config
         return lora_config.max_lora_rank if lora_config is not None else 0
 
+    @property
+    def max_loras(self) -> int:
+        """How many adapters the engine's slots hold at once (`--max-loras`); 0 without LoRA."""
+        lora_config = self._llm.vllm_config.lora_config
+        return lora_config.max_loras if lora_config is not None else 0
+
     async def add_lora(self, ref: AdapterRef) -> None:
         """Load an adapter version into the engine's adapter cache.
 

@@ -71,10 +71,13 @@ class FakeEngine:
         self.events.append(f"pin {adapter_id}")
 
 
-def manager(engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AdapterManager:
+def manager(
+    engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_loras: int = 4
+) -> AdapterManager:
     facts = AdapterFacts(tmp_path, None, 8, 16.0, ("q_proj",), 1)
     monkeypatch.setattr(AdapterManager, "_validate", lambda self, raw: facts)
-    return AdapterManager(AdapterRegistry(), engine, BaseModelInfo(frozenset({"m"}), None, 8), [tmp_path])
+    base = BaseModelInfo(frozenset({"m"}), None, 8)
+    return AdapterManager(AdapterRegistry(), engine, base, [tmp_path], max_loras=max_loras)
 
 
 async def test_old_version_leaves_the_engine_only_after_its_last_request(
