@@ -79,3 +79,49 @@ def bad_adapters(good: Path, root: Path, outside: Path) -> dict[str, tuple[str, 
     cases["name with spaces"] = ("bad name", str(root / "v1"), "bad_name")
     cases["name with slashes"] = ("team/adapter", str(root / "v1"), "bad_name")
     return cases
+
+
+def with_non_finite_weight(source: Path, target: Path, value: float = float("nan")) -> Path:
+    """Copy an adapter and put `value` (NaN by default) into one element of its first lora_B matrix."""
+    copy_adapter(source, target)
+    tensors = load_file(target / WEIGHTS)
+    name = sorted(key for key in tensors if "lora_B" in key)[0]
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] = value
+    save_file(tensors, target / WEIGHTS)
+    return target
+
+
+def with_files_linked_outside(source: Path, target: Path, outside: Path, file_name: str) -> Path:
+    """Copy an adapter into `target`, then make its `file_name` a symlink to a copy in `outside`."""
+    copy_adapter(source, target)
+    outside_copy = outside / f"{target.name}-{file_name}"
+    shutil.copyfile(target / file_name, outside_copy)
+    (target / file_name).unlink()
+    (target / file_name).symlink_to(outside_copy)
+    return target
+
+
+def odd_configs(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Adapters whose config parses (or nearly) but holds odd values: case -> (directory, reason code)."""
+    cases = {
+        "non-numeric lora_alpha": ({"lora_alpha": "sixteen"}, "malformed_adapter_config"),
+        "NaN lora_alpha": ({"lora_alpha": float("nan")}, "malformed_adapter_config"),
+        "rank_pattern as a list": ({"rank_pattern": [["q_proj", 4]]}, "malformed_adapter_config"),
+        "alpha_pattern as a list": ({"alpha_pattern": [1.0]}, "malformed_adapter_config"),
+        "bad target_modules regex": ({"target_modules": "(q_proj"}, "malformed_adapter_config"),
+        "bad rank_pattern key regex": ({"rank_pattern": {"[": 4}}, "malformed_adapter_config"),
+        "base model as a list": ({"base_model_name_or_path": ["x"]}, "malformed_adapter_config"),
+        "DoRA": ({"use_dora": True}, "unsupported_lora_feature"),
+    }
+    built = {}
+    for index, (case, (changes, reason)) in enumerate(cases.items()):
+        built[case] = (edit_config(copy_adapter(good, root / f"odd-config-{index}"), **changes), reason)
+    deep = copy_adapter(good, root / "odd-config-deep")
+    (deep / CONFIG).write_text("[" * 100_000 + "]" * 100_000)
+    built["deeply nested JSON"] = (deep, "malformed_adapter_config")
+    latin1 = copy_adapter(good, root / "odd-config-latin1")
+    raw = (latin1 / CONFIG).read_bytes()
+    (latin1 / CONFIG).write_bytes(raw[: raw.rindex(b"}")] + b', "x": "\xe9"}')
+    built["config not UTF-8"] = (latin1, "malformed_adapter_config")
+    return built
