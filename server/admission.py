@@ -14,11 +14,12 @@ import math
 import time
 from collections import deque
 
-from server.errors import OverloadedError
+from server.errors import EngineUnavailableError, OverloadedError
 
 # Retry-After is an estimate from the recent completion rate, kept within these bounds (seconds).
 MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 1, 60
 RATE_WINDOW_S = 30.0
+CLOSED = "The server is shutting down or its engine has stopped; it takes no new requests."
 
 
 class Ticket:
@@ -44,6 +45,7 @@ class AdmissionController:
         self.max_running = max_running
         self.max_queued = max_queued
         self.running = 0
+        self.closed = False
         self._queue: deque[tuple[asyncio.Future[Ticket], float]] = deque()
         self._finished_at: deque[float] = deque()
 
@@ -57,7 +59,10 @@ class AdmissionController:
 
         Raises:
             OverloadedError: The queue is full (429 with a Retry-After estimate).
+            EngineUnavailableError: The server is shutting down or its engine died (503).
         """
+        if self.closed:
+            raise EngineUnavailableError(CLOSED)
         if self.running < self.max_running and not self._queue:
             self.running += 1
             return Ticket(self)
@@ -79,6 +84,14 @@ class AdmissionController:
                 self._queue = deque(entry for entry in self._queue if entry[0] is not waiter)
             raise
 
+    def close(self) -> None:
+        """Admit nothing more: queued and later requests get 503 (shutdown, engine death)."""
+        self.closed = True
+        while self._queue:
+            waiter, _ = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_exception(EngineUnavailableError(CLOSED))
+
     def retry_after_s(self) -> int:
         """Seconds until a queued place is likely to free, from the completions of the last half minute."""
         now = time.monotonic()
@@ -96,7 +109,7 @@ class AdmissionController:
         self._finished_at.append(now)
         while self._finished_at[0] < now - RATE_WINDOW_S:
             self._finished_at.popleft()
-        while self._queue and self.running < self.max_running:
+        while self._queue and self.running < self.max_running and not self.closed:
             waiter, queued_at = self._queue.popleft()
             if waiter.done():  # cancelled while queued
                 continue

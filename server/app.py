@@ -7,6 +7,8 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from server.auth import KeyMiddleware
+from server.body_limit import BodyLimitMiddleware
 from server.energy.books import EnergyBooks
 from server.energy.carbon import CarbonModel
 from server.energy.floor import IdleFloor
@@ -14,8 +16,9 @@ from server.energy.ledger import EnergyLedger
 from server.energy.meters.base import EnergyMeter
 from server.energy.meters.select import open_meter
 from server.energy.summary import EnergySummaryExporter
-from server.errors import install_error_handlers
+from server.errors import install_error_handlers, openapi_without_422
 from server.generation import EngineClient
+from server.lifecycle import Lifecycle
 from server.lifespan import make_lifespan
 from server.metrics import BASE_LABEL, ServerMetrics
 from server.routes import adapters, chat, completions, energy, health, models
@@ -63,20 +66,25 @@ def create_app(
     )
     books = EnergyBooks(ledger, meter.source, meter.devices, [metrics, summary])
     state = AppState(
-        api_key=settings.api_key,
-        admin_key=settings.admin_key,
         registry=registry,
         metrics=metrics,
         books=books,
         energy_summary=summary,
+        lifecycle=Lifecycle(settings.shutdown_grace_seconds),
     )
+    docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.disable_fastapi_docs else {}
     app = FastAPI(
         title="wattserve",
         summary="OpenAI-compatible LLM server on vLLM with energy per token",
         lifespan=make_lifespan(state, settings, start_engine, stop_engine, meter),
+        **docs,
     )
     app.state.wattserve = state
     install_error_handlers(app)
+    app.openapi = openapi_without_422(app)
+    # The last added runs first: keys are checked before the body is even counted.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(KeyMiddleware, api_key=settings.api_key, admin_key=settings.admin_key)
     for module in (chat, completions, models, adapters, energy, health):
         app.include_router(module.router)
     return app

@@ -1,45 +1,74 @@
-"""Bearer-key checks: the user key for the OpenAI routes, the admin key for adapter management."""
+"""Bearer keys, checked before anything else reads the request: the user key, and the admin key for adapters.
+
+A pure ASGI middleware rather than route dependencies: FastAPI parses (and refuses) a body before it runs
+dependencies, so a caller without a key learnt about the body's validity before being told it has no key.
+It wraps the application call only, never `send`, so streamed responses pay nothing per chunk.
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
 
-from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import AuthenticationError
-from server.state import get_state
+from server.errors import AuthenticationError, server_error_body
+
+ADMIN_PATHS = ("/v1/adapters", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 
 
-def _key_matches(request: Request, expected: str) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+def _matches(token: str | None, expected: str) -> bool:
     # compare_digest: the comparison time does not tell how much of a guessed key was right.
-    return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected.encode())
+    return token is not None and secrets.compare_digest(token.encode(), expected.encode())
 
 
-async def require_api_key(request: Request) -> None:
-    """Refuse the request unless it carries the configured user key (no key configured: open).
+class KeyMiddleware:
+    """User key on `/v1/*` and the docs; admin key (when set, and only it) on adapter management.
 
-    Raises:
-        AuthenticationError: A key is configured and the request's is missing or wrong.
+    Without any key configured everything is open; `/health`, `/version` and `/metrics` are always open.
     """
-    expected = get_state(request).api_key
-    if expected is not None and not _key_matches(request, expected):
-        has_key = "authorization" in request.headers
-        raise AuthenticationError(
-            "Incorrect API key provided."
-            if has_key
-            else "Missing API key: send 'Authorization: Bearer <key>'."
-        )
+
+    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.admin_key = admin_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse the request with 401 unless it carries the key its path needs."""
+        if scope["type"] == "http":
+            error = self._refusal(scope["path"], _bearer(scope))
+            if error is not None:
+                await _send_error(send, error)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, path: str, token: str | None) -> AuthenticationError | None:
+        if path.startswith(ADMIN_PATHS) and self.admin_key is not None:
+            return (
+                None
+                if _matches(token, self.admin_key)
+                else AuthenticationError("Adapter management needs the admin key.")
+            )
+        if self.api_key is None or not path.startswith(("/v1/", *DOCS_PATHS)):
+            return None
+        if _matches(token, self.api_key):
+            return None
+        if token is None:
+            return AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+        return AuthenticationError("Incorrect API key provided.")
 
 
-async def require_admin_key(request: Request) -> None:
-    """Adapter management: the admin key when one is set (the user key is then refused), else the user key.
-
-    Raises:
-        AuthenticationError: The request's key is missing or not the one required.
-    """
-    admin_key = get_state(request).admin_key
-    if admin_key is None:
-        await require_api_key(request)
-    elif not _key_matches(request, admin_key):
-        raise AuthenticationError("Adapter management needs the admin key.")
+async def _send_error(send: Send, error: AuthenticationError) -> None:
+    body = json.dumps(server_error_body(error)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": int(error.status), "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -21,10 +21,12 @@ engine's adapter slots cannot hold next to the pinned ones → 409 with `pin_lim
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,6 +39,7 @@ from server.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
 class ServerError(Exception):
@@ -140,8 +143,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """Turn pydantic's first error into OpenAI's one-line message and `param`."""
     first = exc.errors()[0]
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    # Union members add their type name to the location; drop those to name the field itself.
-    loc = [part for part in loc if not part.startswith(("str", "list[", "constrained-str"))]
+    # Union members add their type to the location ("str", "list[TextPart]", "constrained-str"); drop
+    # those to name the field itself. Field names are plain identifiers, so they are never dropped.
+    loc = [part for part in loc if not (part in UNION_TAGS or "[" in part or "-" in part)]
     param = ".".join(loc) or None
     if first.get("type") == "extra_forbidden" and param:
         field = loc[-1]
@@ -152,6 +156,41 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"Request body is not valid JSON: {first.get('msg')}", None
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {message}" if param else message), param
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: a field, a type, the context length, or an unsupported parameter.",
+    401: "Missing or wrong API key.",
+    404: "No model, adapter or route of that name.",
+    409: "The adapter change conflicts with the engine's adapter slots.",
+    413: "The request body is larger than the server accepts.",
+    429: "At capacity: retry after the Retry-After header's seconds.",
+    503: "The engine is not running, is shutting down, or has stopped.",
+}
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for these error statuses, each with OpenAI's error body."""
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses
+    }
+
+
+def openapi_without_422(app: FastAPI) -> Callable[[], dict]:
+    """The app's OpenAPI document without FastAPI's 422: invalid bodies are answered 400 here."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -180,7 +219,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        body = error_body(exc.status_code, str(exc.detail), error_type, None, None)
+        code = PayloadTooLargeError.code if exc.status_code == PayloadTooLargeError.status else None
+        body = error_body(exc.status_code, str(exc.detail), error_type, None, code)
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(Exception)

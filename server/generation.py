@@ -101,11 +101,30 @@ def _spec(
     )
 
 
+def check_prompt_chars(chars: int, limit: int, what: str) -> None:
+    """Refuse a prompt too long to fit the context before it is rendered or tokenized.
+
+    Rendering and tokenizing run in vLLM's renderer pool (one thread by default): a prompt of megabytes
+    would hold every other request's rendering up for seconds. The limit is far above what fits the
+    context, so only prompts that could never be served are refused here.
+
+    Raises:
+        ContextLengthError: `chars` is over `limit`.
+    """
+    if chars > limit:
+        raise ContextLengthError(
+            f"The {what} holds {chars} characters, more than this server accepts ({limit}, see "
+            f"--max-prompt-chars); it cannot fit the model's context.",
+            param="messages" if what == "messages" else "prompt",
+        )
+
+
 async def prepare_chat(
-    engine: EngineClient, body: ChatCompletionRequest
+    engine: EngineClient, body: ChatCompletionRequest, max_prompt_chars: int
 ) -> tuple[PreparedPrompt, SamplingSpec]:
     """Template and tokenize a chat request, check its length and build its sampling spec."""
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
+    check_prompt_chars(sum(len(message["content"]) for message in messages), max_prompt_chars, "messages")
     prompt = await engine.render_chat(messages, body.max_output_tokens)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"
@@ -127,9 +146,11 @@ async def prepare_chat(
 
 
 async def prepare_completion(
-    engine: EngineClient, body: CompletionRequest
+    engine: EngineClient, body: CompletionRequest, max_prompt_chars: int
 ) -> tuple[list[PreparedPrompt], SamplingSpec]:
     """Tokenize each prompt of a completion request, check lengths and build the sampling spec."""
+    for text in body.prompts:
+        check_prompt_chars(len(text), max_prompt_chars, "prompt")
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     if prompt_logprobs is not None and not engine.supports_prompt_logprobs:
         raise InvalidRequestError(

@@ -21,6 +21,8 @@ from server.state import AppState
 
 logger = logging.getLogger(__name__)
 
+# Default bound on a prompt's characters: far more than any tokenizer packs into one token on average.
+PROMPT_CHARS_PER_TOKEN = 32
 # Shutdown steps that wait on others (engine aborts, adapter retirements) give up after this long.
 SHUTDOWN_STEP_TIMEOUT_S = 10.0
 
@@ -73,6 +75,7 @@ def make_lifespan(
             if settings.watch_adapters and settings.adapter_dir is not None:
                 watcher = asyncio.create_task(watch_adapter_dir(state.adapters, settings.adapter_dir))
         admission = admission_for(settings, engine.max_num_seqs)
+        state.metrics.queued.set_function(lambda: admission.queued)
         logger.info(
             "admission: %d requests at once, %d more queued, then 429",
             admission.max_running,
@@ -85,10 +88,16 @@ def make_lifespan(
             admission,
             state.books,
             state.metrics,
+            settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
         )
+        lifecycle = state.lifecycle
+        lifecycle.attach(asyncio.get_running_loop(), state.scopes)
+        if hasattr(engine, "is_dead"):
+            lifecycle.watch_engine(lambda: engine.is_dead, state.scopes, settings.keep_alive_on_engine_death)
         try:
             yield
         finally:
+            lifecycle.begin_drain()
             scopes, state.scopes = state.scopes, None
             if watcher is not None:
                 watcher.cancel()
@@ -100,6 +109,8 @@ def make_lifespan(
             state.engine = None
             if sampler is not None:
                 sampler.stop()
+            lifecycle.stop()
+            lifecycle.attach(asyncio.get_running_loop(), None)
             stop_engine(engine)
 
     return lifespan

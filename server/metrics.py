@@ -142,6 +142,11 @@ class ServerMetrics:
         self.waiting = Gauge(
             "wattserve_requests_waiting", "Admitted requests without a first token yet.", registry=registry
         )
+        self.queued = Gauge(
+            "wattserve_requests_queued",
+            "Requests waiting for admission (429 once the queue is full).",
+            registry=registry,
+        )
         self.meter_info = Gauge(
             "wattserve_energy_meter_info", "The energy meter in use (value 1).", ["source"], registry=registry
         )

@@ -31,9 +31,13 @@ UNSUPPORTED_COMPLETION_FIELDS = frozenset({"best_of", "logit_bias", "suffix"})
 
 
 class StrictModel(BaseModel):
-    """A request model that refuses unknown fields, so typos fail loudly."""
+    """A request model that refuses unknown fields and, as OpenAI does, values of the wrong JSON type.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict mode: `"stream": "yes"` or `"max_tokens": "16"` are errors, not coerced (a number is still
+    accepted where a float is expected).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(StrictModel):

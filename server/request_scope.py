@@ -279,14 +279,18 @@ class RequestScopes:
         admission: AdmissionController,
         books: EnergyBooks,
         metrics: ServerMetrics,
+        max_prompt_chars: int,
     ) -> None:
         self.engine = engine
+        self.max_prompt_chars = max_prompt_chars
         self.served_model_name = served_model_name
         self.adapters = adapters
         self.admission = admission
         self.books = books
         self.metrics = metrics
         self._open: set[RequestScope] = set()
+        self._none_open = asyncio.Event()
+        self._none_open.set()
         self._aborts: set[asyncio.Task[None]] = set()
 
     @property
@@ -316,11 +320,30 @@ class RequestScopes:
             raise
         scope = RequestScope(self, adapter, ticket, tier, arrival_s)
         self._open.add(scope)
+        self._none_open.clear()
         return scope
+
+    async def all_closed(self) -> None:
+        """Return once no scope is open."""
+        await self._none_open.wait()
+
+    def interrupt_all(self) -> None:
+        """Abort every unfinished engine request of every open scope (shutdown, engine death).
+
+        Each request then ends on its own path: an aborted stream sends an error event and `[DONE]`, a
+        non-streamed request answers 503, and each scope closes as usual.
+        """
+        unfinished = [
+            sub.request_id for scope in self._open for sub in scope.engine_requests if not sub.finished
+        ]
+        if unfinished:
+            self.abort_in_background(unfinished)
 
     def forget(self, scope: RequestScope) -> None:
         """Called by a scope as it closes."""
         self._open.discard(scope)
+        if not self._open:
+            self._none_open.set()
 
     def abort_in_background(self, request_ids: list[str]) -> None:
         """Abort engine requests from a task of its own (it outlives a cancelled request task)."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
-from server.errors import EngineUnavailableError, ServerError, server_error_body
+from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
 from server.metrics import Status
 from server.protocol import EnergyUsage, Usage
 from server.request_scope import EnergyFigures, RequestScope, unless_disconnected
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 Step = tuple[int, GenerationStep]  # (prompt index, step)
 ABORTED_BY_ENGINE = "abort"  # vLLM's finish reason for a request aborted under it (shutdown)
+FAILED_IN_ENGINE = "error"  # vLLM's finish reason for a request the engine gave up on
+UNDOCUMENTED_FINISH = frozenset({ABORTED_BY_ENGINE, FAILED_IN_ENGINE})  # never shown to clients as such
 SHUTTING_DOWN = "The server is shutting down; the request was stopped before it finished."
 
 
@@ -111,10 +113,9 @@ async def respond(
             # The first step comes before the headers, so a parameter the engine refuses is still a 400.
             first = await anext(steps)
             scope.hand_off()
-            return ScopedStreamingResponse(_events(scope, wording, first, steps), scope, scope.headers)
+            return ScopedStreamingResponse(_events(scope, wording, first, steps, spec), scope, scope.headers)
         result = await unless_disconnected(request, collect(steps, len(prompts) * spec.n, spec.n))
-        if any(choice.finish_reason == ABORTED_BY_ENGINE for choice in result.choices):
-            raise EngineUnavailableError(SHUTTING_DOWN)
+        _raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
         body = wording.body(result, usage_of(scope, await scope.finish()))
         return Response(body.model_dump_json(), media_type="application/json", headers=scope.headers)
 
@@ -148,10 +149,37 @@ def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
     )
 
 
+def _raise_for_finish(reasons: set[str | None], spec: SamplingSpec) -> None:
+    """Turn vLLM's finish reasons outside OpenAI's set into errors.
+
+    Raises:
+        EngineUnavailableError: The request was aborted under it (shutdown, engine death): 503.
+        InvalidRequestError: The structured-output grammar admits no output (a schema nothing can match).
+        ServerError: The engine gave up on the request for another reason.
+    """
+    if ABORTED_BY_ENGINE in reasons:
+        raise EngineUnavailableError(SHUTTING_DOWN)
+    if FAILED_IN_ENGINE in reasons:
+        if spec.json_schema is not None or spec.json_object:
+            raise InvalidRequestError(
+                "The response_format schema admits no output: the structured-output grammar rejected "
+                "every token (for instance, a schema whose $ref points back to itself).",
+                param="response_format",
+            )
+        raise ServerError("The engine failed to complete the request.")
+
+
+def _finish_reasons(step: GenerationStep) -> set[str | None]:
+    return {delta.finish_reason for delta in step.deltas} if step.finished else set()
+
+
 async def _events(
-    scope: RequestScope, wording: ResponseFormat, first: Step, steps: AsyncIterator[Step]
+    scope: RequestScope,
+    wording: ResponseFormat,
+    first: Step,
+    steps: AsyncIterator[Step],
+    spec: SamplingSpec,
 ) -> AsyncIterator[bytes]:
-    interrupted = False
     try:
         head = wording.stream_head()
         if head:
@@ -159,14 +187,14 @@ async def _events(
         chunk = wording.stream_step(*first)
         if chunk:
             yield chunk
-        interrupted = _aborted_by_engine(first[1])
+        reasons = _finish_reasons(first[1])
         async for prompt_index, step in steps:
             chunk = wording.stream_step(prompt_index, step)
             if chunk:
                 yield chunk
-            interrupted = interrupted or (step.finished and _aborted_by_engine(step))
-        if interrupted:
-            raise EngineUnavailableError(SHUTTING_DOWN)
+            if step.finished:
+                reasons |= _finish_reasons(step)
+        _raise_for_finish(reasons, spec)
         usage = wording.stream_usage(usage_of(scope, await scope.finish()))
         if usage:
             yield usage
@@ -182,7 +210,3 @@ async def _events(
         # Reached with the client gone too (the stream's task is cancelled): close without awaiting.
         scope.close(Status.ABORTED)
     yield DONE
-
-
-def _aborted_by_engine(step: GenerationStep) -> bool:
-    return any(delta.finish_reason == ABORTED_BY_ENGINE for delta in step.deltas)

@@ -40,6 +40,16 @@ class ServerSettings(BaseSettings):
     # Admission: requests in the engine at once, and waiting for a slot (None: from --max-num-seqs).
     max_concurrent_requests: int | None = Field(default=None, ge=1)
     max_queued_requests: int | None = Field(default=None, ge=0)
+    # Input bounds, checked before anything is parsed or rendered.
+    max_request_body_bytes: int = Field(default=16 * 2**20, ge=1024)
+    max_prompt_chars: int | None = Field(default=None, ge=1)  # None: 32 characters per context token
+    disable_fastapi_docs: bool = False
+    # After vLLM's engine dies, answer in-flight requests with an error, then exit non-zero (a supervisor
+    # restarts the server); with this set, keep running and answer 503, as vLLM's
+    # VLLM_KEEP_ALIVE_ON_ENGINE_DEATH does.
+    keep_alive_on_engine_death: bool = False
+    # How long SIGTERM waits for in-flight requests before streams still running are cut.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # Which GPUs the engine uses, as CUDA sees them; NVML is asked about those only.
     cuda_visible_devices: str | None = Field(
         default=None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES", "WATTSERVE_CUDA_VISIBLE_DEVICES")

@@ -13,6 +13,7 @@ from server.energy.books import EnergyBooks
 from server.energy.summary import EnergySummaryExporter
 from server.errors import EngineUnavailableError
 from server.generation import EngineClient
+from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.request_scope import RequestScopes
 
@@ -21,12 +22,11 @@ from server.request_scope import RequestScopes
 class AppState:
     """What request handlers share: built by `create_app`, completed by the lifespan."""
 
-    api_key: str | None
-    admin_key: str | None
     registry: CollectorRegistry  # wattserve's metrics; vLLM's live on the process registry
     metrics: ServerMetrics
     books: EnergyBooks
     energy_summary: EnergySummaryExporter
+    lifecycle: Lifecycle
     engine: EngineClient | None = None
     adapters: AdapterManager | None = None
     scopes: RequestScopes | None = None

@@ -255,6 +255,11 @@ class VllmEngine:
         ]
 
     @property
+    def is_dead(self) -> bool:
+        """Whether vLLM's engine has failed (it never recovers; the process should be restarted)."""
+        return self._llm.errored
+
+    @property
     def lora_enabled(self) -> bool:
         """Whether the engine was started with LoRA support."""
         return self._llm.vllm_config.lora_config is not None

@@ -9,11 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import AdapterNotFoundError
 from adapters.loader import AdapterManager
 from adapters.registry import AdapterEntry
-from server.auth import require_admin_key
-from server.errors import InvalidRequestError
+from server.errors import InvalidRequestError, documented_errors
 from server.state import AppState, get_state
 
-router = APIRouter(dependencies=[Depends(require_admin_key)])
+router = APIRouter(responses=documented_errors(400, 401, 404, 409, 413, 503))
 
 
 class LoadAdapterRequest(BaseModel):

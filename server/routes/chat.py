@@ -7,8 +7,8 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from server.auth import require_api_key
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.errors import documented_errors
 from server.generation import prepare_chat
 from server.protocol import (
     AssistantMessage,
@@ -24,11 +24,11 @@ from server.protocol import (
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
 from server.request_scope import RequestScopes
-from server.serving import ABORTED_BY_ENGINE, GenerationResult, respond
+from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
 from server.sse import HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
 
 
 def chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
@@ -87,7 +87,7 @@ class ChatFormat:
             return template.fill(delta.text)
         choices = []
         for delta in deltas:
-            finish = None if delta.finish_reason == ABORTED_BY_ENGINE else delta.finish_reason
+            finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
             if delta.text or finish or delta.logprobs:
                 choices.append(
                     ChatChunkChoice(
@@ -121,7 +121,16 @@ class ChatFormat:
         )
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletionResponse,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
 ) -> Response:
@@ -129,7 +138,7 @@ async def create_chat_completion(
     scope = await scopes.open(request, body.model, body.tier)
 
     async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
-        prompt, spec = await prepare_chat(scopes.engine, body)
+        prompt, spec = await prepare_chat(scopes.engine, body, scopes.max_prompt_chars)
         return [prompt], spec
 
     return await respond(

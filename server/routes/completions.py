@@ -7,16 +7,16 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from server.auth import require_api_key
 from server.engine.types import GenerationStep, TokenLogprob
+from server.errors import documented_errors
 from server.generation import prepare_completion
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from server.request_scope import RequestScopes
-from server.serving import ABORTED_BY_ENGINE, GenerationResult, respond
+from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
 from server.sse import HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
 
 
 def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> CompletionLogprobs:
@@ -77,7 +77,7 @@ class CompletionFormat:
                     entries = step.prompt_logprobs + entries
             logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
             self._offsets[index] += len(text)
-            finish = None if delta.finish_reason == ABORTED_BY_ENGINE else delta.finish_reason
+            finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
             if text or finish or logprobs:
                 choices.append(
                     CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
@@ -108,7 +108,13 @@ class CompletionFormat:
         return CompletionResponse(id=self._request_id, model=self._body.model, choices=choices, usage=usage)
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses={
+        200: {"model": CompletionResponse, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    },
+)
 async def create_completion(
     body: CompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
 ) -> Response:
@@ -117,7 +123,7 @@ async def create_completion(
     return await respond(
         scope,
         request,
-        lambda: prepare_completion(scopes.engine, body),
+        lambda: prepare_completion(scopes.engine, body, scopes.max_prompt_chars),
         lambda request_id: CompletionFormat(body, request_id),
         prefix="cmpl",
         stream=body.stream,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from server.auth import require_api_key
 from server.energy.summary import EnergySummary
+from server.errors import documented_errors
 from server.state import AppState, get_state
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(responses=documented_errors(401))
 
 
 @router.get("/v1/energy")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from server.auth import require_api_key
+from server.errors import documented_errors
 from server.generation import EngineClient
 from server.protocol import ModelCard, ModelList
 from server.state import AppState, get_engine, get_state
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(responses=documented_errors(401, 503))
 
 
 @router.get("/v1/models")

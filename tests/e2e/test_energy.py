@@ -34,6 +34,7 @@ DOCUMENTED_LABELS = {
     "wattserve_idle_floor_watts": {"source"},
     "wattserve_requests_running": set(),
     "wattserve_requests_waiting": set(),
+    "wattserve_requests_queued": set(),
     "wattserve_energy_meter_info": {"source"},
 }
 

@@ -44,6 +44,13 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         ({"frobnicate": True}, "frobnicate", "unrecognized"),
         ({"n": 2, "temperature": 0}, None, "greedy"),
         ({"max_tokens": 5000}, None, "maximum context length"),
+        # OpenAI's types are strict: no string-to-bool or string-to-int coercion.
+        ({"stream": "yes"}, "stream", "boolean"),
+        ({"max_tokens": "16"}, "max_tokens", "integer"),
+        ({"n": 1.5}, "n", "integer"),
+        ({"logprobs": "true"}, "logprobs", "boolean"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage", ""),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content", ""),
     ],
 )
 def test_invalid_chat_fields_are_400(server: Server, patch: dict, param: str | None, text: str) -> None:
@@ -94,6 +101,50 @@ def test_missing_or_wrong_key_is_401(server: Server, key: str | None) -> None:
         ]:
             response = http.request(method, path, json=CHAT if method == "POST" else None)
             assert_error(response, 401)
+
+
+def test_a_key_is_checked_before_the_body(server: Server) -> None:
+    with server.http(key=None) as http:
+        response = http.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert_error(response, 401)
+
+
+def test_api_docs_need_the_key_and_list_the_real_status_codes(server: Server) -> None:
+    with server.http(key=None) as http:
+        for path in ("/docs", "/openapi.json"):
+            assert_error(http.get(path), 401)
+    with server.http() as http:
+        assert http.get("/docs").status_code == 200
+        document = http.get("/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert set(responses) == {"200", "400", "401", "404", "413", "429", "503"}
+        assert "text/event-stream" in responses["200"]["content"]
+        assert responses["429"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorResponse"
+        }
+    assert not any("422" in op["responses"] for ops in document["paths"].values() for op in ops.values())
+
+
+RECURSIVE_SCHEMA = {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}
+
+
+def test_a_schema_nothing_can_match_is_an_error_not_a_finish_reason(server: Server) -> None:
+    body = {
+        **CHAT,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": RECURSIVE_SCHEMA}},
+    }
+    with server.http() as http:
+        assert_error(http.post("/v1/chat/completions", json=body), 400, "response_format", "schema")
+        streamed = http.post("/v1/chat/completions", json={**body, "stream": True})
+    events = [
+        line.removeprefix("data: ") for line in streamed.text.split("\n\n") if line.startswith("data: ")
+    ]
+    assert events[-1] == "[DONE]"
+    assert "admits no output" in events[-2]
+    assert '"finish_reason":"error"' not in streamed.text
 
 
 def test_openai_client_raises_authentication_error(server: Server) -> None:

@@ -22,7 +22,7 @@ from vllm.usage.usage_lib import UsageContext
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from server.__main__ import parse_command_line
+from server.cli import parse_command_line
 from server.default_model import ensure_default_model
 from server.engine.cli_args import engine_args_from
 from server.engine.vllm_engine import VllmEngine

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.__main__ import build_parser, main, settings_from
+from server.__main__ import main
+from server.cli import build_parser, settings_from
 
 
 @pytest.mark.parametrize(

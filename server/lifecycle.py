@@ -1,0 +1,121 @@
+"""The process's end: graceful shutdown on SIGTERM, and exit on engine death so a supervisor restarts it.
+
+On SIGTERM uvicorn stops accepting connections and waits up to the grace period for responses in flight.
+Just before that wait runs out, requests still running are aborted in the engine, so a cut stream ends
+with an SSE error event and `[DONE]` instead of a dropped connection, and queued requests get 503.
+
+When vLLM's engine dies, every request in flight fails with an error (streams with an error event); once
+they have, the process exits non-zero, unless `--keep-alive-on-engine-death` keeps it answering 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from server.request_scope import RequestScopes
+
+logger = logging.getLogger(__name__)
+
+# Streams still running this long before uvicorn's grace period ends are cut (or at half of it).
+CUT_MARGIN_S = 2.0
+ENGINE_WATCH_PERIOD_S = 0.5
+# After the engine died, how long in-flight requests get to receive their error before the exit.
+DEATH_DRAIN_S = 10.0
+EXIT_ENGINE_DEAD = 3
+
+
+class Lifecycle:
+    """Knows whether the server is draining and how the process should end."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.draining = False
+        self.exit_code = 0
+        self._stop_server: Callable[[], None] = lambda: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scopes: RequestScopes | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def bind_server(self, stop_server: Callable[[], None]) -> None:
+        """Tell the lifecycle how to stop the HTTP server (uvicorn's `should_exit`)."""
+        self._stop_server = stop_server
+
+    def attach(self, loop: asyncio.AbstractEventLoop, scopes: RequestScopes | None) -> None:
+        """The running loop and the request scopes (set by the lifespan; None once it ends)."""
+        self._loop, self._scopes = loop, scopes
+
+    def on_signal(self) -> None:
+        """Called from the signal handler: drain, on the event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.begin_drain)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: refuse new work and cut what still runs just before the grace period ends."""
+        if self.draining:
+            return
+        self.draining = True
+        logger.info("shutting down: in-flight requests have %.0f s to finish", self.grace_s)
+        scopes = self._scopes
+        if scopes is None:
+            return
+        scopes.admission.close()
+        cut_after_s = max(0.0, min(self.grace_s - CUT_MARGIN_S, self.grace_s / 2))
+        self._spawn(self._cut_after(scopes, cut_after_s))
+
+    async def _cut_after(self, scopes: RequestScopes, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        if scopes.open_count:
+            logger.warning("shutting down: cutting %d requests still in flight", scopes.open_count)
+            scopes.interrupt_all()
+
+    def watch_engine(self, is_dead: Callable[[], bool], scopes: RequestScopes, keep_alive: bool) -> None:
+        """Watch the engine; when it dies, let in-flight requests get their error, then exit non-zero."""
+        self._spawn(self._watch(is_dead, scopes, keep_alive))
+
+    async def _watch(self, is_dead: Callable[[], bool], scopes: RequestScopes, keep_alive: bool) -> None:
+        # vLLM offers nothing to await for the engine's death: its `errored` flag is polled.
+        while not is_dead():  # noqa: ASYNC110
+            await asyncio.sleep(ENGINE_WATCH_PERIOD_S)
+        if keep_alive:
+            logger.error("the engine died; answering 503 until restarted (--keep-alive-on-engine-death)")
+            return
+        logger.error("the engine died: answering in-flight requests with an error, then exiting")
+        self.exit_code = EXIT_ENGINE_DEAD
+        scopes.admission.close()
+        try:
+            await asyncio.wait_for(scopes.all_closed(), DEATH_DRAIN_S)
+        except TimeoutError:
+            scopes.interrupt_all()
+        self._stop_server()
+
+    def stop(self) -> None:
+        """Cancel the lifecycle's own tasks (at the end of shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the application when a shutdown signal arrives (not only at its end)."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """A first SIGTERM/SIGINT drains; a second one forces the exit, as in uvicorn."""
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first and sig in (signal.SIGTERM, signal.SIGINT):
+            self._on_signal()
