@@ -184,7 +184,13 @@ def openapi_without_422(app: FastAPI) -> Callable[[], dict]:
             schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    responses.pop("422", None)
+                    # Errors are JSON even where the success body is plain text (vLLM's adapter routes).
+                    for status, response in responses.items():
+                        content = response.get("content", {})
+                        if status.startswith(("4", "5")) and "text/plain" in content:
+                            content["application/json"] = content.pop("text/plain")
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema.get("components", {}).get("schemas", {}).pop(unused, None)
             app.openapi_schema = schema

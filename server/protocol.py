@@ -28,6 +28,8 @@ UNSUPPORTED_CHAT_FIELDS = frozenset(
     }
 )
 UNSUPPORTED_COMPLETION_FIELDS = frozenset({"best_of", "logit_bias", "suffix"})
+# Counts beyond this reach no model's context; larger integers cannot even be sent to vLLM's engine.
+INT32_MAX = 2**31 - 1
 
 
 class StrictModel(BaseModel):
@@ -37,7 +39,7 @@ class StrictModel(BaseModel):
     accepted where a float is expected).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class StreamOptions(StrictModel):
@@ -73,7 +75,7 @@ class SamplingFields(StrictModel):
     """Sampling fields shared by chat and completions, with OpenAI's ranges."""
 
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=128)
@@ -85,10 +87,10 @@ class SamplingFields(StrictModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     # vLLM's extensions, kept so benchmark clients written for vLLM work unchanged.
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
-    min_tokens: int = Field(default=0, ge=0)
+    min_tokens: int = Field(default=0, ge=0, le=INT32_MAX)
     ignore_eos: bool = False
 
     @model_validator(mode="after")
@@ -144,7 +146,7 @@ class ChatCompletionRequest(SamplingFields):
     """Body of `POST /v1/chat/completions`."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
@@ -168,7 +170,7 @@ class CompletionRequest(SamplingFields):
         Annotated[str, Field(min_length=1)]
         | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     )
-    max_tokens: int | None = Field(default=16, ge=1)
+    max_tokens: int | None = Field(default=16, ge=1, le=INT32_MAX)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
 

@@ -11,6 +11,18 @@ DONE = b"data: [DONE]\n\n"
 # Stands for the one string an event template leaves open; no generated text contains NUL bytes around it.
 HOLE = "\x00wattserve-hole\x00"
 _encode = msgspec.json.Encoder().encode
+# OpenAPI description of one event of a streamed answer (the shape SSE-aware tools parse events into).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A JSON chunk of the answer, a final usage chunk, an error body, or [DONE].",
+        },
+        "event": {"type": "string"},
+    },
+}
 
 
 def sse_event(payload: BaseModel | dict) -> bytes:

@@ -25,7 +25,7 @@ from server.protocol import (
 from server.protocol import TokenLogprob as WireTokenLogprob
 from server.request_scope import RequestScopes
 from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
-from server.sse import HOLE, EventTemplate, sse_event
+from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
@@ -127,7 +127,7 @@ class ChatFormat:
     responses={
         200: {
             "model": ChatCompletionResponse,
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         }
     },
 )

@@ -13,7 +13,7 @@ from server.generation import prepare_completion
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from server.request_scope import RequestScopes
 from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
-from server.sse import HOLE, EventTemplate, sse_event
+from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
@@ -112,7 +112,7 @@ class CompletionFormat:
     "/v1/completions",
     response_model=None,
     responses={
-        200: {"model": CompletionResponse, "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+        200: {"model": CompletionResponse, "content": {"text/event-stream": {"schema": EVENT_SCHEMA}}}
     },
 )
 async def create_completion(

