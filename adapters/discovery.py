@@ -35,11 +35,20 @@ def scan(directory: Path) -> list[AdapterSpec]:
 
 
 def parse_lora_module(value: str) -> AdapterSpec:
-    """Parse vLLM's `--lora-modules name=path` form (a JSON object is accepted too)."""
+    """Parse vLLM's `--lora-modules name=path` form (a JSON object with `name` and `path` is accepted too).
+
+    Raises:
+        ValueError: Neither form, or a JSON object without string `name` and `path`.
+    """
     import json  # noqa: PLC0415
 
     if value.lstrip().startswith("{"):
-        data = json.loads(value)
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--lora-modules: {value!r} is not valid JSON ({err})") from err
+        if not (isinstance(data.get("name"), str) and isinstance(data.get("path"), str)):
+            raise ValueError(f'--lora-modules: {value!r} needs string "name" and "path" fields')
         return AdapterSpec(name=data["name"], path=data["path"])
     name, sep, path = value.partition("=")
     if not sep or not name or not path:

@@ -43,7 +43,12 @@ async def start_adapters(
 
     An adapter named like the base model is one of those refused (`reserved_name`).
     """
-    specs = [parse_lora_module(value) for value in settings.lora_modules]
+    specs = []
+    for value in settings.lora_modules:
+        try:
+            specs.append(parse_lora_module(value))
+        except ValueError as err:
+            logger.error("adapter not loaded: %s", err)
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
