@@ -38,7 +38,8 @@ class EnergySummary(BaseModel):
 
     `joules` of a request or group is its full attributed share (static + dynamic); `dynamic_joules` is
     the part above the idle floor, what its work added. Metered = attributed + idle; attributed = static
-    + dynamic.
+    + dynamic. `metered_seconds` is the time the closed meter intervals cover, `busy_seconds` the part of
+    it in which the engine held a request or ran a step.
     """
 
     source: str
@@ -53,6 +54,7 @@ class EnergySummary(BaseModel):
     dynamic_joules: float
     idle_joules: float
     idle_share: float | None
+    metered_seconds: float
     busy_seconds: float
     output_tokens: int
     joules_per_output_token: float | None
@@ -72,6 +74,7 @@ class _Totals:
     static_j: float = 0.0
     dynamic_j: float = 0.0
     busy_s: float = 0.0
+    metered_s: float = 0.0
     grams: float = 0.0
     output_tokens: int = 0
 
@@ -111,6 +114,7 @@ class EnergySummaryExporter:
         totals.static_j += window.static_j
         totals.dynamic_j += window.dynamic_j
         totals.grams += window.idle_grams
+        totals.metered_s += window.end_s - window.start_s
         if window.idle_j < window.metered_j:
             totals.busy_s += window.end_s - window.start_s
         self._floor_w, self._floor_measured = window.floor_w, window.floor_w > 0
@@ -168,6 +172,7 @@ class EnergySummaryExporter:
             dynamic_joules=totals.dynamic_j,
             idle_joules=totals.idle_j,
             idle_share=totals.idle_j / totals.metered_j if totals.metered_j else None,
+            metered_seconds=totals.metered_s,
             busy_seconds=totals.busy_s,
             output_tokens=totals.output_tokens,
             joules_per_output_token=_per_token(attributed_j, totals.output_tokens),

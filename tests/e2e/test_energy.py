@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
 import httpx
 import pytest
@@ -114,3 +116,90 @@ def test_every_metric_parses_with_its_documented_labels(lora_server: Server) -> 
         for sample in ours[name].samples:
             assert set(sample.labels) - {"le"} == labels, (name, sample.labels)
     assert any(family.name.startswith("vllm:") for family in families)
+
+
+SATURATING_STREAMS = 48  # more than the server's --max-num-seqs 32: some wait in the engine's queue
+SATURATING_TOKENS = 160
+
+
+def energy(http: httpx.Client) -> dict:
+    return http.get("/v1/energy").json()
+
+
+def wait_for_measured_floor(http: httpx.Client) -> dict:
+    """The floor is learnt from an idle stretch: give the server one (only a hang reaches the deadline)."""
+    deadline = time.monotonic() + 120
+    while not (summary := energy(http))["idle_floor_measured"]:
+        assert time.monotonic() < deadline, "the idle floor was never measured"
+        time.sleep(1)
+    return summary
+
+
+def test_saturated_engine_books_no_idle_and_dynamic_is_what_rose_above_the_floor(lora_server: Server) -> None:
+    with lora_server.http() as http:
+        before = wait_for_measured_floor(http)
+        marks: dict[str, dict] = {}
+        first_tokens = threading.Semaphore(0)
+        first_finished = threading.Event()
+
+        async def stream(client: httpx.AsyncClient, index: int) -> dict:
+            body = {
+                "model": ADAPTERS[index % 3],
+                "prompt": f"Saturation {index}",
+                "max_tokens": SATURATING_TOKENS,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            usage, started = None, False
+            async with client.stream("POST", "/v1/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {"):
+                        chunk = json.loads(line.removeprefix("data: "))
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                        elif not started:
+                            started = True
+                            first_tokens.release()
+            first_finished.set()
+            return usage
+
+        def mark_window() -> None:
+            # Saturated: as many streams as the engine runs at once have their first token, none finished.
+            for _ in range(32):
+                first_tokens.acquire()
+            with lora_server.http() as marker:
+                marks["start"] = energy(marker)
+                first_finished.wait()
+                marks["end"] = energy(marker)
+
+        async def run() -> list[dict]:
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            async with httpx.AsyncClient(
+                base_url=lora_server.base_url, headers=headers, timeout=300
+            ) as client:
+                return await asyncio.gather(*(stream(client, i) for i in range(SATURATING_STREAMS)))
+
+        marker = threading.Thread(target=mark_window)
+        marker.start()
+        usages = asyncio.run(run())
+        marker.join(300)
+        after = energy(http)
+
+    def delta(key: str, start: dict = before, end: dict = after) -> float:
+        return end[key] - start[key]
+
+    # Inside the saturated window the engine always held requests: almost no idle energy.
+    window_metered = delta("joules_since_start", marks["start"], marks["end"])
+    assert window_metered > 0
+    assert delta("idle_joules", marks["start"], marks["end"]) < 0.02 * window_metered
+    # Over the whole run, responses and idle add up to what was metered.
+    responses = [usage["energy"] for usage in usages]
+    joules = sum(e["joules"] for e in responses)
+    assert joules + delta("idle_joules") == pytest.approx(delta("joules_since_start"), rel=0.01)
+    assert all(0 <= e["dynamic_joules"] <= e["joules"] for e in responses)
+    # Dynamic = metered minus the idle floor over the metered time (the floor learnt before the run).
+    expected_dynamic = delta("joules_since_start") - before["idle_floor_watts"] * delta("metered_seconds")
+    assert sum(e["dynamic_joules"] for e in responses) == pytest.approx(
+        expected_dynamic, abs=0.02 * delta("joules_since_start")
+    )
