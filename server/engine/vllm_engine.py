@@ -9,7 +9,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.config import VllmConfig
-from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
+from vllm.exceptions import VLLMValidationError
 from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.renderers import ChatParams, TokenizeParams
@@ -22,6 +22,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from adapters.types import AdapterRef
+from server.engine.compat import GracefulHTTPError, VLLMClientError
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError
 
