@@ -194,6 +194,10 @@ class ServerMetrics:
         if record.itl is not None:
             self.itl.add((record.adapter, record.tier), record.itl)
 
+    def record_unserved(self, adapter: str, tier: str, status: Status) -> None:
+        """Count a request admitted but ended before it reached the engine (its energy comes settled)."""
+        self.requests.labels(adapter=adapter, tier=tier, status=status.value).inc()
+
     def export_settled(self, account: EnergyAccount) -> None:
         """Export one request whose energy is final."""
         labels = {"adapter": account.adapter, "tier": account.tier}

@@ -102,6 +102,9 @@ class RequestScope:
         self._ticket = ticket
         self._arrival_s = arrival_s
         self._handed_off = False
+        # The request is the server's from admission on: rendering and tokenizing it is its work too, so
+        # its first energy account opens now (the first engine request takes it over).
+        self._admitted_account: EnergyAccount | None = scopes.books.open(self.label, tier, 0)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -160,7 +163,10 @@ class RequestScope:
                 task.cancel()
 
     def _begin(self, request_id: str, prompt: PreparedPrompt) -> EngineRequest:
-        account = self._scopes.books.open(self.label, self.tier, len(prompt.token_ids))
+        account, self._admitted_account = self._admitted_account, None
+        if account is None:
+            account = self._scopes.books.open(self.label, self.tier, len(prompt.token_ids))
+        account.prompt_tokens = len(prompt.token_ids)
         sub = EngineRequest(
             request_id,
             account,
@@ -244,6 +250,9 @@ class RequestScope:
                     itl=sub.itl,
                 )
             )
+        if self._admitted_account is not None:  # refused before the engine saw it (a 400, a disconnect)
+            scopes.books.close(self._admitted_account)
+            scopes.metrics.record_unserved(self.label, self.tier, status)
         if unfinished:
             scopes.abort_in_background(unfinished)
         self._ticket.release()
