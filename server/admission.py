@@ -1,18 +1,26 @@
-"""Admission control: a bounded number of requests in the engine, a bounded queue, and 429 beyond it.
+"""Admission control: a bounded number of requests in the engine, one queue ordered by tier, 429 beyond.
 
 Invariants:
 - `running` counts tickets handed out and not yet released; it never exceeds `max_running`.
 - A queued request is woken only with a ticket already counted for it, so a slot is never lost between
   the release that frees it and the waiter that takes it; a waiter that went away hands its ticket on.
 - The queue never holds more than `max_queued` requests; one more is refused at once, never parked.
+- Order: the priority tier first, then by arrival. A flex request released from its lane keeps its arrival
+  time, so it goes ahead of default requests that came after it and is never starved.
+
+With a batching window (set by the governor), a default request that finds the engine nearly idle waits
+up to the window for companions, as Triton's dynamic batcher does, so they start as one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
 from server.errors import EngineUnavailableError, OverloadedError
 
@@ -20,6 +28,7 @@ from server.errors import EngineUnavailableError, OverloadedError
 MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 1, 60
 RATE_WINDOW_S = 30.0
 CLOSED = "The server is shutting down or its engine has stopped; it takes no new requests."
+TIER_RANK = {"priority": 0, "default": 1, "flex": 1}
 
 
 class Ticket:
@@ -38,24 +47,63 @@ class Ticket:
             controller._release()
 
 
+@dataclass
+class EngineLoad:
+    """The engine's batch as its last step left it (updated by every engine step)."""
+
+    max_num_seqs: int
+    running: int = 0
+    waiting: int = 0
+    let_in: int = 0  # requests sent towards the engine since its last step, not in its counts yet
+
+    def observe(self, produced_output: bool, running: int, waiting: int) -> None:
+        """One engine step's counts."""
+        self.running, self.waiting, self.let_in = running, waiting, 0
+
+    @property
+    def room(self) -> int:
+        """Free places in the engine's batch, net of those waiting for one or on their way."""
+        return self.max_num_seqs - self.running - self.waiting - self.let_in
+
+
+@dataclass(order=True)
+class _Waiter:
+    rank: int
+    arrival_s: float
+    sequence: int
+    future: asyncio.Future[Ticket] = field(compare=False)
+
+
 class AdmissionController:
     """At most `max_running` requests admitted at once, at most `max_queued` waiting for a slot."""
 
-    def __init__(self, max_running: int, max_queued: int) -> None:
+    def __init__(self, max_running: int, max_queued: int, load: EngineLoad | None = None) -> None:
         self.max_running = max_running
         self.max_queued = max_queued
+        self.load = load or EngineLoad(max_running)
         self.running = 0
         self.closed = False
-        self._queue: deque[tuple[asyncio.Future[Ticket], float]] = deque()
+        # The governor's batching window (0: off) and the batch that closes it early.
+        self.batch_window_s = 0.0
+        self.batch_target = 1
+        self._queue: list[_Waiter] = []
+        self._waiting = 0  # live waiters in `_queue` (cancelled ones are dropped lazily)
+        self._sequence = itertools.count()
+        self._gathering: list[asyncio.Future[None]] = []
+        self._gather_timer: asyncio.TimerHandle | None = None
         self._finished_at: deque[float] = deque()
 
     @property
     def queued(self) -> int:
         """Requests waiting for a slot."""
-        return len(self._queue)
+        return self._waiting
 
-    async def admit(self) -> Ticket:
+    async def admit(self, tier: str, arrival_s: float | None = None) -> Ticket:
         """A slot now, or a place in the queue until one frees.
+
+        Args:
+            tier: The request's service tier (`priority` goes first).
+            arrival_s: When the request arrived (monotonic); a flex request passes its lane entry time.
 
         Raises:
             OverloadedError: The queue is full (429 with a Retry-After estimate).
@@ -63,34 +111,42 @@ class AdmissionController:
         """
         if self.closed:
             raise EngineUnavailableError(CLOSED)
-        if self.running < self.max_running and not self._queue:
+        if tier == "default" and self.batch_window_s > 0 and self._nearly_idle():
+            await self._gather()
+        if self.running < self.max_running and not self.queued:
             self.running += 1
             return Ticket(self)
-        if len(self._queue) >= self.max_queued:
+        if self.queued >= self.max_queued:
             raise OverloadedError(
-                f"The server is at capacity ({self.running} requests running, {len(self._queue)} queued); "
+                f"The server is at capacity ({self.running} requests running, {self.queued} queued); "
                 "retry later.",
                 retry_after_s=self.retry_after_s(),
             )
-        waiter: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        self._queue.append((waiter, time.monotonic()))
+        now = time.monotonic()
+        waiter = _Waiter(TIER_RANK.get(tier, 1), arrival_s or now, next(self._sequence), _future())
+        heapq.heappush(self._queue, waiter)
+        self._waiting += 1
         try:
-            return await waiter
+            return await waiter.future
         except asyncio.CancelledError:
             # Gone while queued (client disconnect): leave the queue, or pass on a slot already given.
-            if waiter.done() and not waiter.cancelled():
-                waiter.result().release()
-            else:
-                self._queue = deque(entry for entry in self._queue if entry[0] is not waiter)
+            if waiter.future.done() and not waiter.future.cancelled():
+                waiter.future.result().release()
+            elif waiter in self._queue:
+                self._queue.remove(waiter)
+                heapq.heapify(self._queue)
+                self._waiting -= 1
             raise
 
     def close(self) -> None:
         """Admit nothing more: queued and later requests get 503 (shutdown, engine death)."""
         self.closed = True
-        while self._queue:
-            waiter, _ = self._queue.popleft()
-            if not waiter.done():
-                waiter.set_exception(EngineUnavailableError(CLOSED))
+        self._release_gathered()
+        for waiter in self._queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(EngineUnavailableError(CLOSED))
+        self._queue.clear()
+        self._waiting = 0
 
     def retry_after_s(self) -> int:
         """Seconds until a queued place is likely to free, from the completions of the last half minute."""
@@ -100,8 +156,37 @@ class AdmissionController:
         rate_per_s = len(self._finished_at) / RATE_WINDOW_S
         if rate_per_s <= 0:
             return MAX_RETRY_AFTER_S
-        estimate = math.ceil((len(self._queue) + 1) / rate_per_s)
+        estimate = math.ceil((self.queued + 1) / rate_per_s)
         return max(MIN_RETRY_AFTER_S, min(MAX_RETRY_AFTER_S, estimate))
+
+    def _nearly_idle(self) -> bool:
+        # A request joining a running batch needs no companions: continuous batching takes it at once.
+        return self.running + len(self._gathering) <= 1 and self.load.running <= 1
+
+    async def _gather(self) -> None:
+        gathered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gathering.append(gathered)
+        if len(self._gathering) == 1:
+            self._gather_timer = asyncio.get_running_loop().call_later(
+                self.batch_window_s, self._release_gathered
+            )
+        if len(self._gathering) >= self.batch_target:
+            self._release_gathered()
+        try:
+            await gathered
+        except asyncio.CancelledError:
+            if gathered in self._gathering:
+                self._gathering.remove(gathered)
+            raise
+
+    def _release_gathered(self) -> None:
+        if self._gather_timer is not None:
+            self._gather_timer.cancel()
+            self._gather_timer = None
+        gathered, self._gathering = self._gathering, []
+        for future in gathered:
+            if not future.done():
+                future.set_result(None)
 
     def _release(self) -> None:
         self.running -= 1
@@ -109,9 +194,22 @@ class AdmissionController:
         self._finished_at.append(now)
         while self._finished_at[0] < now - RATE_WINDOW_S:
             self._finished_at.popleft()
+        self._admit_queued()
+
+    def _admit_queued(self) -> None:
         while self._queue and self.running < self.max_running and not self.closed:
-            waiter, queued_at = self._queue.popleft()
-            if waiter.done():  # cancelled while queued
+            waiter = heapq.heappop(self._queue)
+            if waiter.future.done():  # cancelled while queued
                 continue
+            self._waiting -= 1
             self.running += 1
-            waiter.set_result(Ticket(self, time.monotonic() - queued_at))
+            waiter.future.set_result(Ticket(self, time.monotonic() - waiter.arrival_s))
+
+    def set_max_running(self, max_running: int) -> None:
+        """Change how many requests may run at once (the governor); raising it admits queued ones."""
+        self.max_running = max_running
+        self._admit_queued()
+
+
+def _future() -> asyncio.Future[Ticket]:
+    return asyncio.get_running_loop().create_future()

@@ -12,6 +12,7 @@ from server.body_limit import BodyLimitMiddleware
 from server.energy.books import EnergyBooks
 from server.energy.carbon import CarbonModel
 from server.energy.floor import IdleFloor
+from server.energy.intensity import IntensitySource
 from server.energy.ledger import EnergyLedger
 from server.energy.meters.base import EnergyMeter
 from server.energy.meters.select import open_meter
@@ -53,10 +54,17 @@ def create_app(
             cuda_visible_devices=settings.cuda_visible_devices,
             watts_per_core=settings.estimated_watts_per_core,
         )
-    carbon = CarbonModel(settings.grid_intensity_g_per_kwh, settings.pue)
+    headers = dict(header.split(":", 1) for header in settings.grid_intensity_headers if ":" in header)
+    intensity = IntensitySource(
+        settings.grid_intensity_source,
+        settings.grid_intensity_g_per_kwh,
+        {name.strip(): value.strip() for name, value in headers.items()},
+    )
+    carbon = CarbonModel(intensity, settings.pue)
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry, meter.source, list(meter.devices))
     metrics.adapter_added(BASE_LABEL)
+    metrics.grid_intensity.set_function(lambda: carbon.grid_g_per_kwh)
     summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
     ledger = EnergyLedger(
         settings.prefill_energy_weight,
@@ -70,6 +78,7 @@ def create_app(
         metrics=metrics,
         books=books,
         energy_summary=summary,
+        carbon=carbon,
         lifecycle=Lifecycle(settings.shutdown_grace_seconds),
     )
     docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if settings.disable_fastapi_docs else {}

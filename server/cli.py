@@ -101,6 +101,67 @@ ADMISSION_FLAGS: list[Flag] = [
         {"type": int},
     ),
 ]
+TIER_FLAGS: list[Flag] = [
+    Flag(
+        "--flex-max-wait-seconds",
+        "flex_max_wait_seconds",
+        "Longest a flex request waits in the flex lane before it is admitted anyway.",
+        {"type": float},
+    ),
+    Flag(
+        "--flex-max-queued",
+        "flex_max_queued",
+        "Flex requests the lane holds before 429 (unset: four times --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--flex-batch-size",
+        "flex_batch_size",
+        "Flex requests that start a batch of their own on an idle engine (unset: half --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--energy-policy",
+        "energy_policy",
+        "slo: batch more while the latency SLOs below have slack.",
+        {"choices": ["off", "slo"]},
+    ),
+    Flag(
+        "--slo-ttft-p90",
+        "slo_ttft_p90",
+        "The governor's p90 time-to-first-token target, seconds.",
+        {"type": float},
+    ),
+    Flag(
+        "--slo-itl-p90",
+        "slo_itl_p90",
+        "The governor's p90 inter-token-latency target, seconds.",
+        {"type": float},
+    ),
+    Flag(
+        "--grid-intensity-source",
+        "grid_intensity_source",
+        "Grid gCO2e/kWh over time: a file (CSV or JSON) or an Electricity Maps or WattTime URL.",
+    ),
+    Flag(
+        "--grid-intensity-refresh-seconds",
+        "grid_intensity_refresh_seconds",
+        "How often the grid-intensity source is read again.",
+        {"type": float},
+    ),
+    Flag(
+        "--grid-intensity-header",
+        "grid_intensity_headers",
+        "An HTTP header for the source, as 'Name: value' (repeatable; e.g. 'auth-token: ...').",
+        {"action": "append"},
+    ),
+    Flag(
+        "--flex-max-intensity",
+        "flex_max_intensity",
+        "Hold flex work while the grid is dirtier than this many gCO2e/kWh (within the wait bound).",
+        {"type": float},
+    ),
+]
 ENERGY_FLAGS: list[Flag] = [
     Flag(
         "--energy-meter",
@@ -167,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("wattserve", SERVER_FLAGS),
         ("adapters", ADAPTER_FLAGS),
         ("admission and input limits", ADMISSION_FLAGS),
+        ("service tiers and energy policy", TIER_FLAGS),
         ("energy", ENERGY_FLAGS),
     ):
         _add_flags(serve.add_argument_group(title), flags)

@@ -80,3 +80,31 @@ class BulkHistogram(Collector):
                 buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), running))
             family.add_metric(list(values), buckets, total[0])
         yield family
+
+
+def cumulative_buckets(metric: Collector) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets, summed over all its label sets: (upper bound, count)."""
+    totals: dict[float, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                totals[bound] = totals.get(bound, 0.0) + sample.value
+    return sorted(totals.items())
+
+
+def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """The q-quantile of cumulative buckets, interpolated as Prometheus does (None when empty)."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound

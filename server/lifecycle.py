@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from server.request_scope import RequestScopes
+from server.scopes import RequestScopes
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Lifecycle:
         scopes = self._scopes
         if scopes is None:
             return
-        scopes.admission.close()
+        scopes.close_intake()
         cut_after_s = max(0.0, min(self.grace_s - CUT_MARGIN_S, self.grace_s / 2))
         self._spawn(self._cut_after(scopes, cut_after_s))
 
@@ -88,7 +88,7 @@ class Lifecycle:
             return
         logger.error("the engine died: answering in-flight requests with an error, then exiting")
         self.exit_code = EXIT_ENGINE_DEAD
-        scopes.admission.close()
+        scopes.close_intake()
         try:
             await asyncio.wait_for(scopes.all_closed(), DEATH_DRAIN_S)
         except TimeoutError:

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI
 
 from server.adapter_startup import start_adapters, watch_adapter_dir
-from server.admission import AdmissionController
 from server.energy.meters.base import EnergyMeter
 from server.energy.sampler import EnergySampler
 from server.generation import EngineClient
 from server.metrics import Status
-from server.request_scope import RequestScopes
+from server.policy import start_policy
+from server.scopes import RequestScopes
 from server.settings import ServerSettings
 from server.state import AppState
 
@@ -27,17 +27,6 @@ PROMPT_CHARS_PER_TOKEN = 32
 SHUTDOWN_STEP_TIMEOUT_S = 10.0
 
 
-def admission_for(settings: ServerSettings, max_num_seqs: int) -> AdmissionController:
-    """Admission limits: the flags, or defaults from the engine's batch size (`--max-num-seqs`).
-
-    Twice the batch may be in the engine at once, so its own queue keeps the next batch ready, and as
-    many again may wait here; beyond that a request gets 429 rather than an unbounded wait.
-    """
-    running = settings.max_concurrent_requests or 2 * max_num_seqs
-    queued = settings.max_queued_requests if settings.max_queued_requests is not None else 2 * max_num_seqs
-    return AdmissionController(running, queued)
-
-
 def make_lifespan(
     state: AppState,
     settings: ServerSettings,
@@ -45,7 +34,7 @@ def make_lifespan(
     stop_engine: Callable[[EngineClient], None],
     meter: EnergyMeter,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """A lifespan that starts the engine and its adapters, publishes them in `state`, and stops them."""
+    """A lifespan that starts the engine, its adapters and the serving policy, and stops them."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,8 +44,6 @@ def make_lifespan(
         engine = start_engine()
         state.engine = engine
         logger.info("serving %s (max_model_len=%d)", engine.served_model_name, engine.max_model_len)
-        if hasattr(engine, "observe_steps"):
-            engine.observe_steps(state.books.engine_step)
         sampler = None
         if state.books.metering:
             sampler = EnergySampler(
@@ -74,21 +61,30 @@ def make_lifespan(
                 state.metrics.adapter_added(name)
             if settings.watch_adapters and settings.adapter_dir is not None:
                 watcher = asyncio.create_task(watch_adapter_dir(state.adapters, settings.adapter_dir))
-        admission = admission_for(settings, engine.max_num_seqs)
-        state.metrics.queued.set_function(lambda: admission.queued)
-        logger.info(
-            "admission: %d requests at once, %d more queued, then 429",
-            admission.max_running,
-            admission.max_queued,
+        summary = state.energy_summary
+        policy = start_policy(
+            settings,
+            engine.max_num_seqs,
+            state.metrics,
+            state.carbon,
+            lambda: summary.summary().joules_per_output_token_last_minute,
         )
+        if hasattr(engine, "observe_steps"):
+
+            def on_step(produced_output: bool, running: int, waiting: int) -> None:
+                state.books.engine_step(produced_output, running, waiting)
+                policy.on_step(produced_output, running, waiting)
+
+            engine.observe_steps(on_step)
         state.scopes = RequestScopes(
             engine,
             engine.served_model_name,
             state.adapters.registry if state.adapters is not None else None,
-            admission,
+            policy.admission,
             state.books,
             state.metrics,
             settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
+            flex=policy.flex,
         )
         lifecycle = state.lifecycle
         lifecycle.attach(asyncio.get_running_loop(), state.scopes)
@@ -109,6 +105,7 @@ def make_lifespan(
             state.engine = None
             if sampler is not None:
                 sampler.stop()
+            policy.stop()
             lifecycle.stop()
             lifecycle.attach(asyncio.get_running_loop(), None)
             stop_engine(engine)

@@ -17,6 +17,7 @@ from server.histograms import BucketCounts, BulkHistogram
 BASE_LABEL = "base"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 JOULE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 50, 100, 500, 1000, 5000)
+FLEX_WAIT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
 JOULE_PER_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -147,6 +148,41 @@ class ServerMetrics:
             "Requests waiting for admission (429 once the queue is full).",
             registry=registry,
         )
+        self.flex_wait = Histogram(
+            "wattserve_flex_lane_wait_seconds",
+            "Time flex requests waited in the flex lane before admission.",
+            buckets=FLEX_WAIT_BUCKETS_S,
+            registry=registry,
+        )
+        self.in_flex_lane = Gauge(
+            "wattserve_requests_in_flex_lane", "Flex requests waiting in the flex lane.", registry=registry
+        )
+        # A gauge: the sum is signed (work held past its wait bound may run on a dirtier grid).
+        self.co2e_avoided = Gauge(
+            "wattserve_co2e_avoided_grams",
+            "Grams CO2e avoided since start by holding flex work while the grid was dirtier.",
+            labels,
+            registry=registry,
+        )
+        self.grid_intensity = Gauge(
+            "wattserve_grid_intensity_grams_per_kwh",
+            "Grid carbon intensity now, gCO2e/kWh.",
+            registry=registry,
+        )
+        self.governor_decisions = Counter(
+            "wattserve_governor_decisions",
+            "Decisions of the SLO governor.",
+            ["action", "reason"],
+            registry=registry,
+        )
+        self.governor_window = Gauge(
+            "wattserve_governor_batch_window_seconds",
+            "How long a default request may wait for companions when the engine is nearly idle.",
+            registry=registry,
+        )
+        self.governor_max_running = Gauge(
+            "wattserve_governor_max_running", "Requests the governor lets run at once.", registry=registry
+        )
         self.meter_info = Gauge(
             "wattserve_energy_meter_info", "The energy meter in use (value 1).", ["source"], registry=registry
         )
@@ -173,6 +209,7 @@ class ServerMetrics:
                 self.generation_tokens,
                 self.co2e,
                 self.dynamic_energy,
+                self.co2e_avoided,
             ):
                 metric.labels(**labels)
             for status in Status:
@@ -198,9 +235,17 @@ class ServerMetrics:
         """Count a request admitted but ended before it reached the engine (its energy comes settled)."""
         self.requests.labels(adapter=adapter, tier=tier, status=status.value).inc()
 
+    def governor_decided(self, action: str, reason: str, window_s: float, max_running: int) -> None:
+        """Export one governor decision."""
+        self.governor_decisions.labels(action=action, reason=reason).inc()
+        self.governor_window.set(window_s)
+        self.governor_max_running.set(max_running)
+
     def export_settled(self, account: EnergyAccount) -> None:
         """Export one request whose energy is final."""
         labels = {"adapter": account.adapter, "tier": account.tier}
+        if account.baseline_g_per_j is not None:
+            self.co2e_avoided.labels(**labels).inc(account.avoided_grams)
         self.request_joules.labels(**labels).observe(account.joules)
         self.request_dynamic_joules.labels(**labels).observe(account.dynamic_j)
         if account.output_tokens:

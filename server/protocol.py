@@ -24,7 +24,6 @@ UNSUPPORTED_CHAT_FIELDS = frozenset(
         "reasoning_effort",
         "store",
         "metadata",
-        "service_tier",
     }
 )
 UNSUPPORTED_COMPLETION_FIELDS = frozenset({"best_of", "logit_bias", "suffix"})
@@ -92,6 +91,8 @@ class SamplingFields(StrictModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     min_tokens: int = Field(default=0, ge=0, le=INT32_MAX)
     ignore_eos: bool = False
+    # OpenAI's service tiers: `auto` and `default` are served alike; `flex` trades latency for energy.
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
 
     @model_validator(mode="after")
     def _check_stop_and_stream(self) -> SamplingFields:
@@ -109,8 +110,8 @@ class SamplingFields(StrictModel):
 
     @property
     def tier(self) -> str:
-        """The service tier the request is served in."""
-        return "default"
+        """The service tier the request is served in (`auto` and unset are `default`)."""
+        return "default" if self.service_tier in (None, "auto") else self.service_tier
 
     @property
     def include_usage(self) -> bool:
@@ -200,11 +201,12 @@ class EnergyUsage(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts (and energy, when metered) of one response."""
+    """Token counts (and energy, when metered) of one response, and the tier that served it."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    service_tier: str | None = None
     energy: EnergyUsage | None = None
 
 
@@ -260,6 +262,7 @@ class ChatCompletionResponse(BaseModel):
     object: Literal["chat.completion"] = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
+    service_tier: str | None = None
     choices: list[ChatChoice]
     usage: Usage
 
@@ -287,6 +290,7 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
+    service_tier: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
@@ -307,6 +311,7 @@ class CompletionResponse(BaseModel):
     object: Literal["text_completion"] = "text_completion"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
+    service_tier: str | None = None
     choices: list[CompletionChoice]
     usage: Usage | None = None
 

@@ -11,32 +11,31 @@ finish, runs as a task of its own that shutdown waits for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
-from fastapi import Request
-
-from adapters.errors import AdapterNotFoundError
-from adapters.registry import AdapterRegistry
 from adapters.types import AdapterRef
-from server.admission import AdmissionController, Ticket
-from server.energy.books import EnergyBooks
+from server.admission import Ticket
 from server.energy.ledger import EnergyAccount
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
-from server.errors import ClientDisconnectedError, ModelNotFoundError
+from server.errors import ClientDisconnectedError
 from server.histograms import BucketCounts
-from server.metrics import BASE_LABEL, RequestRecord, ServerMetrics, Status
+from server.metrics import BASE_LABEL, RequestRecord, Status
+
+if TYPE_CHECKING:
+    from server.scopes import RequestScopes
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ADAPTER_VERSION_HEADER = "x-adapter-version"
+# vLLM's priority value per tier (lower first); it orders the engine's queue under --scheduling-policy
+# priority and is ignored under fcfs, where admission does the ordering.
+ENGINE_PRIORITY = {"priority": -1, "default": 0, "flex": 1}
 
 
 class Generator(Protocol):
@@ -89,13 +88,20 @@ class EngineRequest:
 class RequestScope:
     """A request's hold on its model version, its admission slot, its energy accounts and its metrics."""
 
-    def __init__(
-        self, scopes: RequestScopes, adapter: AdapterRef | None, ticket: Ticket, tier: str, arrival_s: float
+    def __init__(  # noqa: PLR0917 - everything `RequestScopes.open` established, handed over once
+        self,
+        scopes: RequestScopes,
+        adapter: AdapterRef | None,
+        ticket: Ticket,
+        tier: str,
+        arrival_s: float,
+        flex_lane: tuple[float, float | None] = (0.0, None),
     ) -> None:
         self.request_id = ""
         self.adapter = adapter
         self.tier = tier
         self.label = adapter.name if adapter is not None else BASE_LABEL
+        self.priority = ENGINE_PRIORITY.get(tier, 0)
         self.engine_requests: list[EngineRequest] = []
         self.status: Status | None = None  # set once, by `close`
         self._scopes = scopes
@@ -104,7 +110,8 @@ class RequestScope:
         self._handed_off = False
         # The request is the server's from admission on: rendering and tokenizing it is its work too, so
         # its first energy account opens now (the first engine request takes it over).
-        self._admitted_account: EnergyAccount | None = scopes.books.open(self.label, tier, 0)
+        self._flex_lane = flex_lane  # seconds waited in the flex lane, grams per joule at arrival if held
+        self._admitted_account: EnergyAccount | None = self._open_account(0)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -130,7 +137,9 @@ class RequestScope:
         engine = self._scopes.engine
         if len(prompts) == 1:
             sub = self._begin(self.request_id, prompts[0])
-            async for step in engine.generate(prompts[0], spec, sub.request_id, adapter=self.adapter):
+            async for step in engine.generate(
+                prompts[0], spec, sub.request_id, adapter=self.adapter, priority=self.priority
+            ):
                 self._on_step(sub, step)
                 yield 0, step
             return
@@ -139,7 +148,9 @@ class RequestScope:
         async def pump(index: int, prompt: PreparedPrompt) -> None:
             sub = self._begin(f"{self.request_id}-{index}", prompt)
             try:
-                async for step in engine.generate(prompt, spec, sub.request_id, adapter=self.adapter):
+                async for step in engine.generate(
+                    prompt, spec, sub.request_id, adapter=self.adapter, priority=self.priority
+                ):
                     self._on_step(sub, step)
                     queue.put_nowait((index, step, None))
             except Exception as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
@@ -162,10 +173,15 @@ class RequestScope:
             for task in tasks:
                 task.cancel()
 
+    def _open_account(self, prompt_tokens: int) -> EnergyAccount:
+        account = self._scopes.books.open(self.label, self.tier, prompt_tokens)
+        account.lane_wait_s, account.baseline_g_per_j = self._flex_lane
+        return account
+
     def _begin(self, request_id: str, prompt: PreparedPrompt) -> EngineRequest:
         account, self._admitted_account = self._admitted_account, None
         if account is None:
-            account = self._scopes.books.open(self.label, self.tier, len(prompt.token_ids))
+            account = self._open_account(len(prompt.token_ids))
         account.prompt_tokens = len(prompt.token_ids)
         sub = EngineRequest(
             request_id,
@@ -275,135 +291,3 @@ class RequestScope:
             self.close(Status.ABORTED if gone else Status.ERROR)
         elif not self._handed_off:
             self.close(Status.OK)
-
-
-class RequestScopes:
-    """Opens scopes, knows every open one, and owns the background engine aborts."""
-
-    def __init__(  # noqa: PLR0917 - the scope's collaborators, wired once by the lifespan
-        self,
-        engine: Generator,
-        served_model_name: str,
-        adapters: AdapterRegistry | None,
-        admission: AdmissionController,
-        books: EnergyBooks,
-        metrics: ServerMetrics,
-        max_prompt_chars: int,
-    ) -> None:
-        self.engine = engine
-        self.max_prompt_chars = max_prompt_chars
-        self.served_model_name = served_model_name
-        self.adapters = adapters
-        self.admission = admission
-        self.books = books
-        self.metrics = metrics
-        self._open: set[RequestScope] = set()
-        self._none_open = asyncio.Event()
-        self._none_open.set()
-        self._aborts: set[asyncio.Task[None]] = set()
-
-    @property
-    def open_count(self) -> int:
-        """Scopes not closed yet."""
-        return len(self._open)
-
-    def open_scopes(self) -> list[RequestScope]:
-        """Every open scope (at shutdown, to cut them)."""
-        return list(self._open)
-
-    async def open(self, request: Request, model: str, tier: str) -> RequestScope:
-        """Resolve and hold `model`, then wait for an admission slot, giving up if the client goes away.
-
-        Raises:
-            ModelNotFoundError: Nothing of that name is served (404).
-            OverloadedError: The admission queue is full (429).
-            ClientDisconnectedError: The client went away while queued.
-        """
-        arrival_s = time.monotonic()
-        adapter = self._lease(model)
-        try:
-            ticket = await unless_disconnected(request, self.admission.admit())
-        except BaseException:
-            if adapter is not None and self.adapters is not None:
-                self.adapters.release(adapter)
-            raise
-        scope = RequestScope(self, adapter, ticket, tier, arrival_s)
-        self._open.add(scope)
-        self._none_open.clear()
-        return scope
-
-    async def all_closed(self) -> None:
-        """Return once no scope is open."""
-        await self._none_open.wait()
-
-    def interrupt_all(self) -> None:
-        """Abort every unfinished engine request of every open scope (shutdown, engine death).
-
-        Each request then ends on its own path: an aborted stream sends an error event and `[DONE]`, a
-        non-streamed request answers 503, and each scope closes as usual.
-        """
-        unfinished = [
-            sub.request_id for scope in self._open for sub in scope.engine_requests if not sub.finished
-        ]
-        if unfinished:
-            self.abort_in_background(unfinished)
-
-    def forget(self, scope: RequestScope) -> None:
-        """Called by a scope as it closes."""
-        self._open.discard(scope)
-        if not self._open:
-            self._none_open.set()
-
-    def abort_in_background(self, request_ids: list[str]) -> None:
-        """Abort engine requests from a task of its own (it outlives a cancelled request task)."""
-        task = asyncio.get_running_loop().create_task(self._abort(request_ids))
-        self._aborts.add(task)
-        task.add_done_callback(self._aborts.discard)
-
-    async def _abort(self, request_ids: list[str]) -> None:
-        for request_id in request_ids:
-            try:
-                await self.engine.abort(request_id)
-            except Exception:
-                logger.exception("aborting %s in the engine failed", request_id)
-
-    async def wait_for_aborts(self) -> None:
-        """Wait until every background abort has been sent (at shutdown)."""
-        if self._aborts:
-            await asyncio.gather(*self._aborts, return_exceptions=True)
-
-    def _lease(self, model: str) -> AdapterRef | None:
-        if model == self.served_model_name:
-            return None
-        if self.adapters is not None:
-            with contextlib.suppress(AdapterNotFoundError):
-                return self.adapters.acquire(model)
-        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
-
-
-async def _disconnected(request: Request) -> None:
-    # Reads the ASGI channel directly: request.is_disconnected() polls and misses disconnects behind
-    # middleware. The body has already been read, so the next message is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client goes away first.
-
-    Raises:
-        ClientDisconnectedError: The client went away.
-    """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientDisconnectedError("The client closed the connection.")
-    return task.result()

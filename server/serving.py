@@ -16,11 +16,12 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from server.disconnect import unless_disconnected
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
 from server.metrics import Status
 from server.protocol import EnergyUsage, Usage
-from server.request_scope import EnergyFigures, RequestScope, unless_disconnected
+from server.request_scope import EnergyFigures, RequestScope
 from server.sse import DONE, sse_event
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
+        service_tier=scope.tier,
         energy=None if energy is None else EnergyUsage(**vars(energy)),
     )
 

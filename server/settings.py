@@ -50,6 +50,20 @@ class ServerSettings(BaseSettings):
     keep_alive_on_engine_death: bool = False
     # How long SIGTERM waits for in-flight requests before streams still running are cut.
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # Service tiers: the flex lane (None: from --max-num-seqs).
+    flex_max_wait_seconds: float = Field(default=30.0, ge=0)
+    flex_max_queued: int | None = Field(default=None, ge=0)
+    flex_batch_size: int | None = Field(default=None, ge=1)
+    # The SLO governor: off, or tune batching and concurrency to these p90 targets.
+    energy_policy: Literal["off", "slo"] = "off"
+    slo_ttft_p90: float = Field(default=0.5, gt=0)
+    slo_itl_p90: float = Field(default=0.05, gt=0)
+    # Grid carbon intensity over time: a file or an HTTP endpoint (None: the constant --grid-intensity).
+    grid_intensity_source: str | None = None
+    grid_intensity_refresh_seconds: float = Field(default=300.0, gt=0)
+    grid_intensity_headers: list[str] = Field(default_factory=list)
+    # Hold flex work while the grid is dirtier than this (gCO2e/kWh), within the flex wait bound.
+    flex_max_intensity: float | None = Field(default=None, ge=0)
     # Which GPUs the engine uses, as CUDA sees them; NVML is asked about those only.
     cuda_visible_devices: str | None = Field(
         default=None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES", "WATTSERVE_CUDA_VISIBLE_DEVICES")

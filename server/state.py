@@ -10,12 +10,13 @@ from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
 from server.energy.books import EnergyBooks
+from server.energy.carbon import CarbonModel
 from server.energy.summary import EnergySummaryExporter
 from server.errors import EngineUnavailableError
 from server.generation import EngineClient
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
-from server.request_scope import RequestScopes
+from server.scopes import RequestScopes
 
 
 @dataclass
@@ -26,6 +27,7 @@ class AppState:
     metrics: ServerMetrics
     books: EnergyBooks
     energy_summary: EnergySummaryExporter
+    carbon: CarbonModel
     lifecycle: Lifecycle
     engine: EngineClient | None = None
     adapters: AdapterManager | None = None

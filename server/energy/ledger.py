@@ -45,11 +45,22 @@ class EnergyAccount:
     dynamic_j: float = 0.0
     grams: float = 0.0
     settled: bool = False
+    lane_wait_s: float = 0.0  # time spent in the flex lane before admission
+    # Grams per joule when the request arrived, for one the carbon gate held back: what running it at once
+    # would have cost, against which the grams avoided are counted.
+    baseline_g_per_j: float | None = None
 
     @property
     def joules(self) -> float:
         """Everything attributed so far (static and dynamic, both phases)."""
         return self.prefill_j + self.decode_j
+
+    @property
+    def avoided_grams(self) -> float:
+        """Grams of CO2e saved by running later than arrival (0 unless the carbon gate held it)."""
+        if self.baseline_g_per_j is None:
+            return 0.0
+        return self.joules * self.baseline_g_per_j - self.grams
 
 
 @dataclass(slots=True)
@@ -96,7 +107,7 @@ class EnergyLedger:
         self._prefill_weight = prefill_weight
         self._decode_weight = decode_weight
         self.floor = floor or IdleFloor()
-        self._grams_per_joule_at = grams_per_joule_at
+        self.grams_per_joule_at = grams_per_joule_at
         self._residents: dict[int, EnergyAccount] = {}
         self._steps = 0
         self._steps_without_output = 0
@@ -145,7 +156,7 @@ class EnergyLedger:
         self._last = (now_s, total_j)
         energy_j, duration_s = total_j - last_j, now_s - start_s
         residents = list(self._residents.values())
-        grams_per_j = self._grams_per_joule_at((start_s + now_s) / 2)
+        grams_per_j = self.grams_per_joule_at((start_s + now_s) / 2)
         if not residents:
             # Steps without any request held (an abort still winding down) are booked idle too.
             if self._steps == 0:

@@ -23,6 +23,7 @@ class DeviceEnergy(BaseModel):
 class GroupEnergy(BaseModel):
     """Energy attributed to one adapter or one service tier since start."""
 
+    requests: int = 0
     joules: float = 0.0
     dynamic_joules: float = 0.0
     prefill_joules: float = 0.0
@@ -31,6 +32,9 @@ class GroupEnergy(BaseModel):
     output_tokens: int = 0
     joules_per_output_token: float | None = None
     dynamic_joules_per_output_token: float | None = None
+    co2e_avoided_grams: float = 0.0
+    flex_lane_wait_seconds: float = 0.0  # summed over the group's requests
+    mean_flex_lane_wait_seconds: float | None = None
 
 
 class EnergySummary(BaseModel):
@@ -61,6 +65,7 @@ class EnergySummary(BaseModel):
     dynamic_joules_per_output_token: float | None
     joules_per_output_token_last_minute: float | None
     co2e_grams: float
+    co2e_avoided_grams: float
     grid_intensity_g_per_kwh: float
     pue: float
     adapters: dict[str, GroupEnergy]
@@ -94,6 +99,7 @@ class EnergySummaryExporter:
         self._totals = _Totals()
         self._floor_w = 0.0
         self._floor_measured = False
+        self._avoided_g = 0.0
         self._adapters: dict[str, GroupEnergy] = {}
         self._tiers: dict[str, GroupEnergy] = {}
         # (end seconds, attributed J, output tokens) per window, for the last-minute J/token.
@@ -104,7 +110,13 @@ class EnergySummaryExporter:
         self._watts = watts
 
     def export_settled(self, account: EnergyAccount) -> None:
-        """Nothing per request: the summary is built from windows."""
+        """Count the request, its wait in the flex lane and the grams its shift avoided."""
+        for groups, key in ((self._adapters, account.adapter), (self._tiers, account.tier)):
+            group = groups.get(key) or groups.setdefault(key, GroupEnergy())
+            group.requests += 1
+            group.flex_lane_wait_seconds += account.lane_wait_s
+            group.co2e_avoided_grams += account.avoided_grams
+        self._avoided_g += account.avoided_grams
 
     def export_window(self, window: EnergyWindow) -> None:
         """Add one closed interval to the totals."""
@@ -154,6 +166,9 @@ class EnergySummaryExporter:
                         "dynamic_joules_per_output_token": _per_token(
                             group.dynamic_joules, group.output_tokens
                         ),
+                        "mean_flex_lane_wait_seconds": (
+                            group.flex_lane_wait_seconds / group.requests if group.requests else None
+                        ),
                     }
                 )
                 for key, group in source.items()
@@ -179,6 +194,7 @@ class EnergySummaryExporter:
             dynamic_joules_per_output_token=_per_token(totals.dynamic_j, totals.output_tokens),
             joules_per_output_token_last_minute=last_minute,
             co2e_grams=totals.grams,
+            co2e_avoided_grams=self._avoided_g,
             grid_intensity_g_per_kwh=self._carbon.grid_g_per_kwh,
             pue=self._carbon.pue,
             adapters=groups(self._adapters),

@@ -63,7 +63,7 @@ class StepRelay:
     """
 
     def __init__(self) -> None:
-        self.on_step: Callable[[bool, int], None] | None = None
+        self.on_step: Callable[[bool, int, int], None] | None = None
 
     def for_engine(self, vllm_config: VllmConfig, engine_index: int = 0) -> StatLoggerBase:
         """The stat-logger factory vLLM calls once per engine."""
@@ -84,7 +84,11 @@ class _StepLogger(StatLoggerBase):
         on_step = self._relay.on_step
         if scheduler_stats is not None and on_step is not None:
             # vLLM builds IterationStats only for batches with outputs: None means a prefill-only step.
-            on_step(iteration_stats is not None, scheduler_stats.num_waiting_reqs)
+            on_step(
+                iteration_stats is not None,
+                scheduler_stats.num_running_reqs,
+                scheduler_stats.num_waiting_reqs,
+            )
 
     def log_engine_initialized(self) -> None:
         """Nothing to log."""
@@ -132,8 +136,8 @@ class VllmEngine:
         engine.steps = steps
         return engine
 
-    def observe_steps(self, on_step: Callable[[bool, int], None]) -> None:
-        """Call `on_step(produced_output, waiting)` after every engine step, on the event loop."""
+    def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
+        """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
         self.steps.on_step = on_step
 
     async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:

@@ -23,7 +23,7 @@ from server.protocol import (
     Usage,
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
-from server.request_scope import RequestScopes
+from server.scopes import RequestScopes
 from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
 from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
@@ -62,7 +62,12 @@ class ChatFormat:
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
-            id=self._request_id, created=self._created, model=self._body.model, choices=choices, usage=usage
+            id=self._request_id,
+            created=self._created,
+            model=self._body.model,
+            service_tier=self._body.tier,
+            choices=choices,
+            usage=usage,
         )
 
     def stream_head(self) -> bytes:
@@ -108,6 +113,7 @@ class ChatFormat:
         return ChatCompletionResponse(
             id=self._request_id,
             model=self._body.model,
+            service_tier=self._body.tier,
             choices=[
                 ChatChoice(
                     index=choice.index,

@@ -11,7 +11,7 @@ from server.engine.types import GenerationStep, TokenLogprob
 from server.errors import documented_errors
 from server.generation import prepare_completion
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
-from server.request_scope import RequestScopes
+from server.scopes import RequestScopes
 from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
 from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
@@ -45,7 +45,12 @@ class CompletionFormat:
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
         return CompletionResponse(
-            id=self._request_id, created=self._created, model=self._body.model, choices=choices, usage=usage
+            id=self._request_id,
+            created=self._created,
+            model=self._body.model,
+            service_tier=self._body.tier,
+            choices=choices,
+            usage=usage,
         )
 
     def stream_head(self) -> bytes:
@@ -105,7 +110,13 @@ class CompletionFormat:
                     index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
                 )
             )
-        return CompletionResponse(id=self._request_id, model=self._body.model, choices=choices, usage=usage)
+        return CompletionResponse(
+            id=self._request_id,
+            model=self._body.model,
+            service_tier=self._body.tier,
+            choices=choices,
+            usage=usage,
+        )
 
 
 @router.post(

@@ -61,6 +61,7 @@ async def test_chat_sse_frames_role_content_finish_usage_and_done(http: httpx.As
         "prompt_tokens": 4,
         "completion_tokens": 3,
         "total_tokens": 7,
+        "service_tier": "default",
         "energy": None,
     }
 
@@ -79,7 +80,13 @@ async def test_completion_prompts_are_merged_by_index(http: httpx.AsyncClient) -
     body = response.json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     assert [c["text"] for c in body["choices"]] == ["alpha beta ", "beta gamma "] * 2
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11, "energy": None}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 8,
+        "total_tokens": 11,
+        "service_tier": "default",
+        "energy": None,
+    }
 
 
 async def test_engine_refusal_before_the_stream_is_a_400(http: httpx.AsyncClient) -> None:

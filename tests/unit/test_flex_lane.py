@@ -1,0 +1,80 @@
+"""The flex lane: rides along a running batch, fills one on an idle engine, never past its wait bound."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.admission import EngineLoad
+from server.errors import EngineUnavailableError, OverloadedError
+from server.flex_lane import FlexLane
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def lane(load: EngineLoad, **overrides: object) -> FlexLane:
+    options = {"max_queued": 8, "max_wait_s": 60.0, "batch_size": 3} | overrides
+    return FlexLane(load, **options)  # type: ignore[arg-type]
+
+
+async def test_rides_along_a_running_batch_up_to_its_room() -> None:
+    load = EngineLoad(max_num_seqs=4)
+    load.observe(True, running=2, waiting=0)
+    flex = lane(load)
+    turns = [asyncio.create_task(flex.wait_turn()) for _ in range(3)]
+    await settle()
+    released = [turn for turn in turns if turn.done()]
+    assert len(released) == 2  # the batch had room for two
+    load.observe(True, running=3, waiting=0)
+    await asyncio.sleep(0.1)  # the lane's next tick
+    assert all(turn.done() for turn in turns)
+
+
+async def test_on_an_idle_engine_it_waits_for_a_batch_of_its_own() -> None:
+    load = EngineLoad(max_num_seqs=8)
+    flex = lane(load)
+    first = [asyncio.create_task(flex.wait_turn()) for _ in range(2)]
+    await asyncio.sleep(0.1)
+    assert not any(turn.done() for turn in first)  # idle engine, two of three
+    third = await asyncio.wait_for(flex.wait_turn(), 1)
+    await settle()
+    assert all(turn.done() for turn in first)
+    assert third[1] is False
+
+
+async def test_never_past_the_wait_bound_and_full_is_429() -> None:
+    load = EngineLoad(max_num_seqs=8)
+    load.observe(True, running=8, waiting=4)  # no room at all
+    flex = lane(load, max_queued=2, max_wait_s=0.2)
+    turns = [asyncio.create_task(flex.wait_turn()) for _ in range(2)]
+    await settle()
+    with pytest.raises(OverloadedError):
+        await flex.wait_turn()
+    await asyncio.wait_for(asyncio.gather(*turns), 2)  # released by the bound, room or not
+
+
+async def test_the_carbon_gate_holds_until_the_bound_or_a_cleaner_grid() -> None:
+    load = EngineLoad(max_num_seqs=8)
+    load.observe(True, running=1, waiting=0)
+    dirty = [True]
+    flex = lane(load, carbon_hold=lambda: dirty[0])
+    turn = asyncio.create_task(flex.wait_turn())
+    await asyncio.sleep(0.1)
+    assert not turn.done()
+    dirty[0] = False
+    _, held_by_carbon = await asyncio.wait_for(turn, 1)
+    assert held_by_carbon
+
+
+async def test_close_answers_the_lane_503() -> None:
+    flex = lane(EngineLoad(max_num_seqs=8))
+    turn = asyncio.create_task(flex.wait_turn())
+    await settle()
+    flex.close()
+    with pytest.raises(EngineUnavailableError):
+        await turn
+    assert flex.waiting == 0

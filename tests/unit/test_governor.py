@@ -1,0 +1,63 @@
+"""The SLO governor's policy, and the histogram quantiles it reads the SLOs from."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from server.governor import NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, decide
+from server.histograms import quantile
+
+SLO = (0.5, 0.05)  # TTFT p90, ITL p90 (seconds)
+RANGE = (8, 64)
+
+
+def step(ttft: float | None, itl: float | None, window_s: float = 0.0, max_running: int = 64):
+    return decide(ttft, itl, slo=SLO, window_s=window_s, max_running=max_running, running_range=RANGE)
+
+
+def test_slack_widens_up_to_its_share_of_the_ttft_budget() -> None:
+    window, running = 0.0, 32
+    for _ in range(50):
+        decision = step(0.1, 0.01, window, running)
+        window, running = decision.window_s, decision.max_running
+    assert decision.reason in {"slack", "steady"}
+    assert window == pytest.approx(WINDOW_SHARE_OF_TTFT * SLO[0])
+    assert running == RANGE[1]
+
+
+@pytest.mark.parametrize(
+    ("ttft", "itl", "reason"),
+    [
+        (0.6, 0.01, "slo_violated"),
+        (0.1, 0.06, "slo_violated"),
+        (SLO[0] * (NARROW_AT + 0.05), 0.01, "slo_at_risk"),
+        (0.1, SLO[1] * (NARROW_AT + 0.05), "slo_at_risk"),
+    ],
+)
+def test_risk_narrows(ttft: float, itl: float, reason: str) -> None:
+    decision = step(ttft, itl, window_s=0.16, max_running=64)
+    assert (decision.action, decision.reason) == ("narrow", reason)
+    assert decision.window_s < 0.16
+    assert RANGE[0] <= decision.max_running < 64
+
+
+def test_between_the_thresholds_and_without_data_it_holds() -> None:
+    middle = SLO[0] * (WIDEN_BELOW + NARROW_AT) / 2
+    assert step(middle, 0.01, 0.1).action == "hold"
+    assert step(None, None, 0.1).reason == "no_data"
+
+
+def test_concurrency_never_leaves_its_range() -> None:
+    decision = step(5.0, 5.0, 0.2, max_running=RANGE[0])
+    assert decision.max_running == RANGE[0]
+
+
+def test_quantile_interpolates_within_a_bucket_like_prometheus() -> None:
+    buckets = [(0.1, 50.0), (0.2, 90.0), (0.4, 100.0), (math.inf, 100.0)]
+    assert quantile(0.5, buckets) == pytest.approx(0.1)
+    assert quantile(0.9, buckets) == pytest.approx(0.2)
+    assert quantile(0.95, buckets) == pytest.approx(0.3)
+    assert quantile(0.9, [(0.1, 0.0), (math.inf, 0.0)]) is None
+    assert quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # in +Inf: the highest finite bound
