@@ -96,7 +96,20 @@ async def load(server: Server, outcomes: list[Outcome], done: asyncio.Event) -> 
         await asyncio.gather(*(client() for _ in range(CLIENTS)))
 
 
-def test_churn_under_streaming_load(lora_server: Server, versions: dict[str, Path]) -> None:
+@pytest.fixture
+def churn_names(lora_server: Server, versions: dict[str, Path]):  # noqa: ANN201
+    """Unload every adapter this test loads, so later tests on the shared server find free slots."""
+    names = [*CHURNED, *(f"ref-{name}" for name in versions)]
+    yield names
+    with lora_server.http() as http:
+        for name in names:
+            response = http.delete(f"/v1/adapters/{name}", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert response.status_code in (200, 404), response.text
+
+
+def test_churn_under_streaming_load(
+    lora_server: Server, versions: dict[str, Path], churn_names: list[str]
+) -> None:
     with lora_server.http() as http:
         for name, path in versions.items():
             assert (
