@@ -1,0 +1,104 @@
+"""A Prometheus process of the test's own, scraping one wattserve every second with the rules loaded."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+JOB = "wattserve"  # the job name the rules' alerts select
+SCRAPE_INTERVAL = "1s"
+HANG_S = 120  # deadlines below only catch hangs
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Prometheus:
+    """Starts on a free loopback port with its own storage under `root`; `stop()` ends it."""
+
+    def __init__(self, binary: str, root: Path, target: str, rules: Path) -> None:
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+            "rule_files": [str(rules)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        }
+        (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = _free_port()
+        self.log_path = root / "prometheus.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={root / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={root / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def wait_ready(self) -> None:
+        """Until the first scrape of the target has been stored."""
+        deadline = time.monotonic() + HANG_S
+        while not self._has_scraped():
+            if self.process.poll() is not None:
+                pytest.fail(f"prometheus exited:\n{self.log_path.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, self.log_path.read_text()[-3000:]
+            time.sleep(0.5)
+
+    def _has_scraped(self) -> bool:
+        try:
+            # Until ready, the API answers 503 with a plain-text body.
+            if self.http.get("/-/ready").status_code != 200:
+                return False
+        except httpx.HTTPError:
+            return False
+        return bool(self.query(f'wattserve_energy_meter_info{{job="{JOB}"}}'))
+
+    def query(self, expr: str, at: float | None = None) -> list[dict]:
+        """An instant query's result vector (at `at`, Unix seconds, else now); a query error fails."""
+        params = {"query": expr} | ({"time": f"{at:.3f}"} if at is not None else {})
+        response = self.http.get("/api/v1/query", params=params)
+        assert response.headers.get("content-type", "").startswith("application/json"), response.text
+        body = response.json()
+        assert body["status"] == "success", f"{expr}: {body}"
+        return body["data"]["result"]
+
+    def scrape_after(self, wall_s: float) -> float:
+        """The timestamp of a successful scrape that started after `wall_s`, once Prometheus stored it.
+
+        Prometheus stamps a scrape with its start, before the request is sent, so that scrape read the
+        server's state as it was after `wall_s`.
+        """
+        deadline = time.monotonic() + HANG_S
+        while True:
+            stamps = self.query(f'timestamp(wattserve_energy_meter_info{{job="{JOB}"}})')
+            if stamps and float(stamps[0]["value"][1]) > wall_s:
+                return float(stamps[0]["value"][1])
+            assert time.monotonic() < deadline, "no scrape stored after the moment asked for"
+            time.sleep(0.2)
+
+    def rules(self) -> list[dict]:
+        """Every loaded rule with its health and state, from /api/v1/rules."""
+        groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    def stop(self) -> None:
+        """End the process (it was started by this object alone)."""
+        self.http.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
