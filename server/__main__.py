@@ -7,11 +7,12 @@ import logging
 import sys
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from server.app import create_app
 from server.cli import parse_command_line, settings_from
 from server.default_model import MODEL_NAME, ensure_default_model
-from server.engine.cli_args import engine_args_from
+from server.engine.cli_args import engine_args_from, read_chat_template
 from server.lifecycle import DrainingServer
 from server.settings import ServerSettings
 
@@ -46,6 +47,24 @@ def use_default_model(args: argparse.Namespace, settings: ServerSettings) -> Non
     )
 
 
+def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
+    """How uvicorn serves the app: address, TLS, access log, graceful-shutdown bound."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=not settings.disable_uvicorn_access_log,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        ssl_keyfile=settings.ssl_keyfile,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_ca_certs=settings.ssl_ca_certs,
+        ssl_cert_reqs=settings.ssl_cert_reqs,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wattserve` command."""
     args = parse_command_line(argv)
@@ -58,22 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     if (settings.lora_modules or settings.adapter_dir) and args.enable_lora is None:
         args.enable_lora = True
     engine_args = engine_args_from(args)
+    try:
+        chat_template = read_chat_template(settings.chat_template)
+    except (OSError, ValueError) as err:
+        logger.error("--chat-template: %s", err)  # noqa: TRY400 - a usage error, not a crash
+        return 2
 
     def start_engine():  # noqa: ANN202 - the concrete type lives behind the vLLM import
         from server.engine.vllm_engine import VllmEngine  # noqa: PLC0415 - vLLM imports take seconds
 
-        return VllmEngine.start(engine_args)
+        return VllmEngine.start(engine_args, chat_template=chat_template)
 
     app = create_app(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
+    config = uvicorn_config(app, settings)
     lifecycle = app.state.wattserve.lifecycle
     server = DrainingServer(config, on_signal=lifecycle.on_signal)
     lifecycle.bind_server(lambda: setattr(server, "should_exit", True))

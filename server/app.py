@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from server.auth import KeyMiddleware
@@ -86,6 +87,7 @@ def create_app(
         title="wattserve",
         summary="OpenAI-compatible LLM server on vLLM with energy per token",
         lifespan=make_lifespan(state, settings, start_engine, stop_engine, meter),
+        root_path=settings.root_path,
         **docs,
     )
     app.state.wattserve = state
@@ -94,6 +96,15 @@ def create_app(
     # The last added runs first: keys are checked before the body is even counted.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(KeyMiddleware, api_key=settings.api_key, admin_key=settings.admin_key)
+    if settings.allowed_origins:
+        # Outermost, so a browser's preflight (which carries no key) is answered before the key check.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=settings.allowed_methods,
+            allow_headers=settings.allowed_headers,
+            allow_credentials=settings.allow_credentials,
+        )
     for module in (chat, completions, models, adapters, energy, health):
         app.include_router(module.router)
     return app

@@ -18,6 +18,12 @@ ADMIN_PATHS = ("/v1/adapters", "/v1/load_lora_adapter", "/v1/unload_lora_adapter
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
 
 
+def route_path(scope: Scope) -> str:
+    """The path routes see: under `--root-path`, a proxy may or may not have stripped the prefix."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -45,7 +51,7 @@ class KeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse the request with 401 unless it carries the key its path needs."""
         if scope["type"] == "http":
-            error = self._refusal(scope["path"], _bearer(scope))
+            error = self._refusal(route_path(scope), _bearer(scope))
             if error is not None:
                 await _send_error(send, error)
                 return

@@ -8,6 +8,8 @@ the defaults.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
@@ -24,6 +26,17 @@ class Flag:
     field: str
     help: str
     options: dict[str, Any] = dataclass_field(default_factory=dict)
+
+
+def json_list(text: str) -> list[str]:
+    """A flag value given as a JSON list of strings, as `vllm serve` takes its CORS lists."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}); give a list such as '[\"*\"]'") from err
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise argparse.ArgumentTypeError("give a JSON list of strings, such as '[\"*\"]'")
+    return value
 
 
 SERVER_FLAGS: list[Flag] = [
@@ -51,9 +64,51 @@ SERVER_FLAGS: list[Flag] = [
         {"type": float},
     ),
     Flag(
+        "--disable-uvicorn-access-log",
+        "disable_uvicorn_access_log",
+        "Log no line per HTTP request.",
+        {"action": "store_true"},
+    ),
+    Flag("--root-path", "root_path", "Path prefix the app is served under behind a path-routing proxy."),
+    Flag("--ssl-keyfile", "ssl_keyfile", "TLS private key file (serve HTTPS with --ssl-certfile)."),
+    Flag("--ssl-certfile", "ssl_certfile", "TLS certificate file."),
+    Flag("--ssl-ca-certs", "ssl_ca_certs", "CA certificates for verifying client certificates."),
+    Flag(
+        "--ssl-cert-reqs",
+        "ssl_cert_reqs",
+        "Client certificates: 0 none, 1 optional, 2 required (Python's ssl.CERT_*).",
+        {"type": int, "choices": [0, 1, 2]},
+    ),
+    Flag(
+        "--allowed-origins",
+        "allowed_origins",
+        "CORS: origins allowed, as a JSON list (e.g. '[\"https://app.example\"]'); none by default.",
+        {"type": json_list},
+    ),
+    Flag(
+        "--allowed-methods", "allowed_methods", "CORS: methods allowed, as a JSON list.", {"type": json.loads}
+    ),
+    Flag(
+        "--allowed-headers", "allowed_headers", "CORS: headers allowed, as a JSON list.", {"type": json.loads}
+    ),
+    Flag("--allow-credentials", "allow_credentials", "CORS: allow credentials.", {"action": "store_true"}),
+    Flag(
         "--keep-alive-on-engine-death",
         "keep_alive_on_engine_death",
         "Keep serving 503s after the engine dies instead of exiting non-zero.",
+        {"action": "store_true"},
+    ),
+]
+OPENAI_FLAGS: list[Flag] = [
+    Flag(
+        "--chat-template",
+        "chat_template",
+        "Chat template: a Jinja file, or the template itself (default: the tokenizer's own).",
+    ),
+    Flag(
+        "--enable-prompt-tokens-details",
+        "enable_prompt_tokens_details",
+        "Report usage.prompt_tokens_details.cached_tokens (prompt tokens the prefix cache served).",
         {"action": "store_true"},
     ),
 ]
@@ -204,10 +259,21 @@ ENERGY_FLAGS: list[Flag] = [
 ]
 
 
+GROUP_TITLES = [
+    "wattserve",
+    "OpenAI API",
+    "adapters",
+    "admission and input limits",
+    "service tiers and energy policy",
+    "energy",
+]
+FLAG_GROUPS = [SERVER_FLAGS, OPENAI_FLAGS, ADAPTER_FLAGS, ADMISSION_FLAGS, TIER_FLAGS, ENERGY_FLAGS]
+
+
 def _add_flags(group: argparse._ArgumentGroup, flags: list[Flag]) -> None:
     for flag in flags:
         default = ServerSettings.model_fields[flag.field].get_default(call_default_factory=True)
-        shown = default is not None and default not in ([], False) and "unset:" not in flag.help
+        shown = default is not False and default not in (None, "", []) and "unset:" not in flag.help
         text = f"{flag.help} (default: {default})" if shown else flag.help
         options = dict(flag.options)
         if options.get("action") != "store_true" and "choices" not in options:
@@ -224,21 +290,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve a model over the OpenAI HTTP API.")
     # vLLM's parser rewrites `serve --model X` into `serve X`, as for `vllm serve`: both spellings work.
     serve.add_argument("model_tag", nargs="?", default=None, help="Model path or hub id (same as --model).")
-    for title, flags in (
-        ("wattserve", SERVER_FLAGS),
-        ("adapters", ADAPTER_FLAGS),
-        ("admission and input limits", ADMISSION_FLAGS),
-        ("service tiers and energy policy", TIER_FLAGS),
-        ("energy", ENERGY_FLAGS),
-    ):
+    serve.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="YAML",
+        help="Flags from a YAML file (`max-num-seqs: 64`, `energy-meter: nvml`); command-line flags win.",
+    )
+    for title, flags in zip(GROUP_TITLES, FLAG_GROUPS, strict=True):
         _add_flags(serve.add_argument_group(title), flags)
     add_engine_args(serve)
     return parser
 
 
+def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Replace `--config FILE` with the file's flags, where `vllm serve` puts them.
+
+    They go after `serve` and its model, so flags given on the command line win. Unlike vLLM's own
+    expansion, a model need not be named: without one the embedded model is served.
+    """
+    spots = [i for i, arg in enumerate(argv) if arg == "--config" or arg.startswith("--config=")]
+    if not spots:
+        return argv
+    if len(spots) > 1:
+        parser.error("--config: give one config file")
+    at = spots[0]
+    if argv[at] == "--config":
+        if at + 1 == len(argv):
+            parser.error("--config: name a YAML file")
+        path, rest = argv[at + 1], argv[:at] + argv[at + 2 :]
+    else:
+        path, rest = argv[at].split("=", 1)[1], argv[:at] + argv[at + 1 :]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    try:
+        # vLLM's reader: flat or nested YAML, booleans as flags, lists as repeated values.
+        from_file = commands.choices["serve"].load_config_file(path)
+    except (OSError, ValueError, AttributeError) as err:
+        parser.error(f"--config {path}: {err}")
+    insert = rest.index("serve") + 1 if "serve" in rest else 0
+    if 0 < insert < len(rest) and not rest[insert].startswith("-"):
+        insert += 1  # after a positional model
+    return rest[:insert] + from_file + rest[insert:]
+
+
 def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `wattserve ...`; the positional model and `--model` end up in `args.model`."""
     parser = build_parser()
+    argv = expand_config(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except ValueError as err:  # vLLM's parser reports some usage errors this way

@@ -169,6 +169,40 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+SERVED_ROUTES = "/v1/chat/completions, /v1/completions and /v1/models"
+# OpenAI's API families this server does not serve: a client calling one learns which, not just 404.
+UNSERVED_OPENAI_APIS = (
+    "responses",
+    "embeddings",
+    "batches",
+    "files",
+    "uploads",
+    "images",
+    "audio",
+    "moderations",
+    "fine_tuning",
+    "assistants",
+    "threads",
+    "vector_stores",
+    "realtime",
+    "evals",
+    "containers",
+    "conversations",
+)
+
+
+def unserved_route(method: str, path: str) -> tuple[str, str | None]:
+    """The message and code for a route nothing serves, worded as OpenAI words an invalid URL."""
+    family = path.removeprefix("/v1/").split("/", 1)[0] if path.startswith("/v1/") else ""
+    if family in UNSERVED_OPENAI_APIS:
+        return (
+            f"Invalid URL ({method} {path}): this server does not serve OpenAI's {family} API; it serves "
+            f"{SERVED_ROUTES}.",
+            "unsupported_endpoint",
+        )
+    return f"Invalid URL ({method} {path}): this server serves {SERVED_ROUTES}.", None
+
+
 def documented_errors(*statuses: int) -> dict[int | str, dict]:
     """OpenAPI `responses` for these error statuses, each with OpenAI's error body."""
     return {
@@ -223,10 +257,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(400, error_body(400, message, "invalid_request_error", param, None))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = PayloadTooLargeError.code if exc.status_code == PayloadTooLargeError.status else None
-        body = error_body(exc.status_code, str(exc.detail), error_type, None, code)
+        message = str(exc.detail)
+        if exc.status_code in (HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED) and exc.detail in (
+            "Not Found",
+            "Method Not Allowed",
+        ):
+            message, code = unserved_route(request.method, request.url.path)
+        body = error_body(exc.status_code, message, error_type, None, code)
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from adapters.types import AdapterRef
@@ -21,8 +22,12 @@ class EngineClient(Protocol):
     model_path: str
     supports_prompt_logprobs: bool
 
-    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
-        """Tokenize a completion prompt."""
+    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
+        """Tokenize a completion prompt, or take its token ids."""
+        ...
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of some token ids."""
         ...
 
     async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
@@ -148,17 +153,26 @@ async def prepare_chat(
 async def prepare_completion(
     engine: EngineClient, body: CompletionRequest, max_prompt_chars: int
 ) -> tuple[list[PreparedPrompt], SamplingSpec]:
-    """Tokenize each prompt of a completion request, check lengths and build the sampling spec."""
-    for text in body.prompts:
-        check_prompt_chars(len(text), max_prompt_chars, "prompt")
+    """Tokenize each prompt of a completion request, check lengths and build the sampling spec.
+
+    With `echo`, every prompt carries its text: token-id prompts are decoded for it.
+    """
+    for prompt in body.prompts:
+        if isinstance(prompt, str):
+            check_prompt_chars(len(prompt), max_prompt_chars, "prompt")
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     if prompt_logprobs is not None and not engine.supports_prompt_logprobs:
         raise InvalidRequestError(
             "echo with logprobs is not supported while LoRA is enabled on the CPU engine", param="echo"
         )
     prompts = list(
-        await asyncio.gather(*(engine.render_completion(text, body.max_tokens) for text in body.prompts))
+        await asyncio.gather(*(engine.render_completion(prompt, body.max_tokens) for prompt in body.prompts))
     )
+    if body.echo:
+        prompts = [
+            prompt if prompt.text is not None else replace(prompt, text=engine.decode(prompt.token_ids))
+            for prompt in prompts
+        ]
     max_tokens = body.max_tokens
     for prompt in prompts:
         resolved = resolve_max_tokens(len(prompt.token_ids), body.max_tokens, engine.max_model_len, "prompt")

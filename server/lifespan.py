@@ -85,6 +85,7 @@ def make_lifespan(
             state.metrics,
             settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
             flex=policy.flex,
+            prompt_tokens_details=settings.enable_prompt_tokens_details,
         )
         lifecycle = state.lifecycle
         lifecycle.attach(asyncio.get_running_loop(), state.scopes)

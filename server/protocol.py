@@ -118,6 +118,11 @@ class SamplingFields(StrictModel):
         """Whether a stream ends with a usage chunk."""
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def continuous_usage(self) -> bool:
+        """Whether every streamed chunk carries the usage so far (vLLM's `continuous_usage_stats`)."""
+        return self.include_usage and self.stream_options.continuous_usage_stats
+
 
 class TextPart(StrictModel):
     """A text content part of a chat message."""
@@ -164,21 +169,28 @@ class ChatCompletionRequest(SamplingFields):
         return self.max_completion_tokens or self.max_tokens
 
 
+TokenIds = Annotated[list[Annotated[int, Field(ge=0, le=INT32_MAX)]], Field(min_length=1)]
+
+
 class CompletionRequest(SamplingFields):
-    """Body of `POST /v1/completions`."""
+    """Body of `POST /v1/completions`: a prompt is text or token ids, one or a list, as OpenAI allows."""
 
     prompt: (
         Annotated[str, Field(min_length=1)]
         | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
     )
     max_tokens: int | None = Field(default=16, ge=1, le=INT32_MAX)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=5)
 
     @property
-    def prompts(self) -> list[str]:
-        """The prompt or prompts as a list."""
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt or prompts as a list (each text or token ids)."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
     @property
     def max_output_tokens(self) -> int | None:
@@ -200,12 +212,19 @@ class EnergyUsage(BaseModel):
     source: str
 
 
+class PromptTokensDetails(BaseModel):
+    """`usage.prompt_tokens_details`: prompt tokens the prefix cache served."""
+
+    cached_tokens: int
+
+
 class Usage(BaseModel):
     """Token counts (and energy, when metered) of one response, and the tier that served it."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
     service_tier: str | None = None
     energy: EnergyUsage | None = None
 

@@ -82,6 +82,7 @@ class EngineRequest:
     queue_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     finished: bool = False
 
 
@@ -112,6 +113,11 @@ class RequestScope:
         # its first energy account opens now (the first engine request takes it over).
         self._flex_lane = flex_lane  # seconds waited in the flex lane, grams per joule at arrival if held
         self._admitted_account: EnergyAccount | None = self._open_account(0)
+
+    @property
+    def prompt_tokens_details(self) -> bool:
+        """Whether usage reports the prompt tokens served from the prefix cache."""
+        return self._scopes.prompt_tokens_details
 
     @property
     def headers(self) -> dict[str, str]:
@@ -212,6 +218,8 @@ class RequestScope:
             sub.account.decode_tokens += tokens
         if step.queue_s is not None:
             sub.queue_s = self._ticket.waited_s + step.queue_s
+        if step.cached_tokens is not None:
+            sub.cached_tokens = step.cached_tokens
         if step.finished:
             sub.finished = True
 

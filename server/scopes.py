@@ -41,8 +41,10 @@ class RequestScopes:
         metrics: ServerMetrics,
         max_prompt_chars: int,
         flex: FlexLane | None = None,
+        prompt_tokens_details: bool = False,
     ) -> None:
         self.engine = engine
+        self.prompt_tokens_details = prompt_tokens_details
         self.max_prompt_chars = max_prompt_chars
         self.flex = flex
         self.served_model_name = served_model_name

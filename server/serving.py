@@ -20,7 +20,7 @@ from server.disconnect import unless_disconnected
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
 from server.metrics import Status
-from server.protocol import EnergyUsage, Usage
+from server.protocol import EnergyUsage, PromptTokensDetails, Usage
 from server.request_scope import EnergyFigures, RequestScope
 from server.sse import DONE, sse_event
 
@@ -50,6 +50,22 @@ class GenerationResult:
 
     choices: list[ChoiceResult]
     prompt_logprobs: list[list[TokenLogprob] | None] = field(default_factory=list)
+
+
+class RunningUsage:
+    """Usage so far, per prompt, for the chunks of a stream that asked for `continuous_usage_stats`.
+
+    As vLLM reports it: the prompt's tokens and what its choices generated up to this chunk.
+    """
+
+    def __init__(self, prompt_count: int) -> None:
+        self._generated = [0] * prompt_count
+
+    def after(self, prompt_index: int, step: GenerationStep) -> Usage:
+        """The usage after `step`; call it for every step, chunk or not, so the count stays whole."""
+        self._generated[prompt_index] += step.token_count
+        generated, prompt = self._generated[prompt_index], step.prompt_token_count
+        return Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated)
 
 
 class ResponseFormat(Protocol):
@@ -91,7 +107,7 @@ async def respond(
     scope: RequestScope,
     request: Request,
     prepare: Callable[[], Awaitable[tuple[list[PreparedPrompt], SamplingSpec]]],
-    make_format: Callable[[str], ResponseFormat],
+    make_format: Callable[[str, list[PreparedPrompt]], ResponseFormat],
     *,
     prefix: str,
     stream: bool,
@@ -102,13 +118,13 @@ async def respond(
         scope: The request's scope, already open (model held, admitted).
         request: The HTTP request (watched for a client disconnect while the body is collected).
         prepare: Renders the prompts and builds the sampling spec (may raise 400s).
-        make_format: Builds the endpoint's wording for a request id.
+        make_format: Builds the endpoint's wording for a request id and its prepared prompts.
         prefix: Request-id prefix (`chatcmpl`, `cmpl`).
         stream: Answer with server-sent events.
     """
     async with scope:
         prompts, spec = await prepare()
-        wording = make_format(scope.new_request_id(prefix))
+        wording = make_format(scope.new_request_id(prefix), prompts)
         steps = scope.generate(prompts, spec)
         if stream:
             # The first step comes before the headers, so a parameter the engine refuses is still a 400.
@@ -142,10 +158,14 @@ def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
     """OpenAI's `usage` for the scope's engine requests, with `energy` when the server meters it."""
     prompt_tokens = sum(sub.prompt_tokens for sub in scope.engine_requests)
     completion_tokens = sum(sub.completion_tokens for sub in scope.engine_requests)
+    details = None
+    if scope.prompt_tokens_details:
+        details = PromptTokensDetails(cached_tokens=sum(sub.cached_tokens for sub in scope.engine_requests))
     return Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=details,
         service_tier=scope.tier,
         energy=None if energy is None else EnergyUsage(**vars(energy)),
     )

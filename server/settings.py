@@ -70,3 +70,16 @@ class ServerSettings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     log_level: str = "info"
+    # As `vllm serve` has them: a chat template (file or literal), usage details, CORS, TLS, proxy path.
+    chat_template: str | None = None
+    enable_prompt_tokens_details: bool = False
+    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_methods: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_headers: list[str] = Field(default_factory=lambda: ["*"])
+    allow_credentials: bool = False
+    ssl_keyfile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_ca_certs: Path | None = None
+    ssl_cert_reqs: int = Field(default=0, ge=0, le=2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
+    root_path: str = ""
+    disable_uvicorn_access_log: bool = False

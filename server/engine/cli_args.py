@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vllm import AsyncEngineArgs
+from vllm.exceptions import VLLMValidationError
+from vllm.renderers.chat_utils import load_chat_template
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 
@@ -22,3 +24,15 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
 def engine_args_from(namespace: argparse.Namespace) -> AsyncEngineArgs:
     """Build vLLM's engine arguments from parsed flags."""
     return AsyncEngineArgs.from_cli_args(namespace)
+
+
+def read_chat_template(template: str | None) -> str | None:
+    """`--chat-template` as vLLM reads it: a file, a template given inline, or one of vLLM's bundled names.
+
+    Raises:
+        ValueError: It names a file that cannot be read.
+    """
+    try:
+        return load_chat_template(template)
+    except VLLMValidationError as err:
+        raise ValueError(str(err.args[0]) if err.args else str(err)) from err

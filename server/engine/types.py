@@ -35,6 +35,7 @@ class PreparedPrompt:
 
     token_ids: list[int]
     engine_input: Any  # the engine's own rendered form; opaque outside the engine
+    text: str | None = None  # the prompt as text, when it came as text
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,5 @@ class GenerationStep:
     prompt_logprobs: list[TokenLogprob] | None = None
     # Seconds the request waited in the engine's queue before it was first scheduled (first step only).
     queue_s: float | None = None
+    # Prompt tokens served from the prefix cache (first step only).
+    cached_tokens: int | None = None

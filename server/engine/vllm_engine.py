@@ -97,8 +97,9 @@ class _StepLogger(StatLoggerBase):
 class VllmEngine:
     """Serve one base model with vLLM's `AsyncLLM` (continuous batching, paged attention)."""
 
-    def __init__(self, llm: AsyncLLM, served_model_name: str) -> None:
+    def __init__(self, llm: AsyncLLM, served_model_name: str, chat_template: str | None = None) -> None:
         self._llm = llm
+        self._chat_template = chat_template  # None: the tokenizer's own
         self.steps = StepRelay()
         self.served_model_name = served_model_name
         self.max_model_len: int = llm.model_config.max_model_len
@@ -111,11 +112,12 @@ class VllmEngine:
         self._defaults: dict[str, Any] = llm.model_config.get_diff_sampling_param()
 
     @classmethod
-    def start(cls, engine_args: AsyncEngineArgs) -> VllmEngine:
+    def start(cls, engine_args: AsyncEngineArgs, chat_template: str | None = None) -> VllmEngine:
         """Create the engine (spawns vLLM's engine-core process and loads the model).
 
         Args:
             engine_args: vLLM's engine arguments, as parsed from the command line.
+            chat_template: A Jinja chat template to use instead of the tokenizer's own.
 
         Returns:
             The running engine.
@@ -132,7 +134,7 @@ class VllmEngine:
         )
         names = engine_args.served_model_name
         name = names[0] if isinstance(names, list) and names else names or engine_args.model
-        engine = cls(llm, str(name))
+        engine = cls(llm, str(name), chat_template)
         engine.steps = steps
         return engine
 
@@ -140,15 +142,20 @@ class VllmEngine:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
         self.steps.on_step = on_step
 
-    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
-        """Tokenize a completion prompt and check it fits the context with `max_tokens` more."""
+    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
+        """Tokenize a completion prompt (or take its token ids as given)."""
         renderer = self._llm.renderer
         with _vllm_errors():
             (engine_input,) = await renderer.render_cmpl_async(
-                [parse_model_prompt(self._llm.model_config, text)],
+                [parse_model_prompt(self._llm.model_config, prompt)],
                 TokenizeParams(max_total_tokens=None, add_special_tokens=True),
             )
-        return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
+        text = prompt if isinstance(prompt, str) else None
+        return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input, text)
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of some token ids."""
+        return self._llm.get_tokenizer().decode(token_ids)
 
     async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
         """Apply the tokenizer's chat template to `messages` and tokenize the result."""
@@ -158,6 +165,7 @@ class VllmEngine:
                 _, (engine_input,) = await renderer.render_chat_async(
                     [list(messages)],
                     ChatParams(
+                        chat_template=self._chat_template,
                         chat_template_content_format="string",
                         chat_template_kwargs={"add_generation_prompt": True},
                     ),
@@ -245,6 +253,7 @@ class VllmEngine:
                 if first:
                     first = False
                     step.queue_s = _queue_seconds(output)
+                    step.cached_tokens = output.num_cached_tokens
                     step.prompt_logprobs = self._prompt_logprobs(output, spec.prompt_logprobs)
                 yield step
 

@@ -24,7 +24,7 @@ from server.protocol import (
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
 from server.scopes import RequestScopes
-from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
+from server.serving import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
@@ -59,6 +59,7 @@ class ChatFormat:
         self._request_id = request_id
         self._created = int(time.time())
         self._content: dict[int, EventTemplate] = {}
+        self._running = RunningUsage(1) if body.continuous_usage else None
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -81,7 +82,9 @@ class ChatFormat:
     def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
         """One chunk for the step; text-only deltas take the pre-serialised path."""
         deltas = step.deltas
-        if len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None:
+        usage = None if self._running is None else self._running.after(prompt_index, step)
+        plain = len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None
+        if plain and usage is None:
             delta = deltas[0]
             if not delta.text:
                 return b""
@@ -102,7 +105,7 @@ class ChatFormat:
                         finish_reason=finish,
                     )
                 )
-        return sse_event(self._chunk(choices)) if choices else b""
+        return sse_event(self._chunk(choices, usage)) if choices else b""
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` asked for it."""
@@ -151,7 +154,7 @@ async def create_chat_completion(
         scope,
         request,
         prepare,
-        lambda request_id: ChatFormat(body, request_id),
+        lambda request_id, _prompts: ChatFormat(body, request_id),
         prefix="chatcmpl",
         stream=body.stream,
     )

@@ -7,12 +7,12 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from server.engine.types import GenerationStep, TokenLogprob
+from server.engine.types import GenerationStep, PreparedPrompt, TokenLogprob
 from server.errors import documented_errors
 from server.generation import prepare_completion
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from server.scopes import RequestScopes
-from server.serving import UNDOCUMENTED_FINISH, GenerationResult, respond
+from server.serving import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.state import get_scopes
 
@@ -34,14 +34,16 @@ def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> Comple
 class CompletionFormat:
     """Completion chunks and bodies for one request (choice index = prompt index × n + choice)."""
 
-    def __init__(self, body: CompletionRequest, request_id: str) -> None:
+    def __init__(self, body: CompletionRequest, request_id: str, prompts: list[PreparedPrompt]) -> None:
         self._body = body
         self._request_id = request_id
         self._created = int(time.time())
-        choices = len(body.prompts) * body.n
+        self._echo_texts = [prompt.text or "" for prompt in prompts]
+        choices = len(prompts) * body.n
         self._offsets = [0] * choices
         self._echoed = [not body.echo] * choices
         self._content: dict[int, EventTemplate] = {}
+        self._running = RunningUsage(len(prompts)) if body.continuous_usage else None
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
         return CompletionResponse(
@@ -60,7 +62,9 @@ class CompletionFormat:
     def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
         """One chunk for the step; text-only deltas after any echo take the pre-serialised path."""
         deltas, n = step.deltas, self._body.n
-        if len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None:
+        usage = None if self._running is None else self._running.after(prompt_index, step)
+        plain = len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None
+        if plain and usage is None:
             delta = deltas[0]
             index = prompt_index * n + delta.index
             if self._echoed[index]:
@@ -77,7 +81,7 @@ class CompletionFormat:
             text, entries = delta.text, delta.logprobs
             if not self._echoed[index]:
                 self._echoed[index] = True
-                text = self._body.prompts[prompt_index] + text
+                text = self._echo_texts[prompt_index] + text
                 if entries is not None and step.prompt_logprobs is not None:
                     entries = step.prompt_logprobs + entries
             logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
@@ -87,7 +91,7 @@ class CompletionFormat:
                 choices.append(
                     CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
                 )
-        return sse_event(self._chunk(choices)) if choices else b""
+        return sse_event(self._chunk(choices, usage)) if choices else b""
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` asked for it."""
@@ -100,7 +104,7 @@ class CompletionFormat:
             prompt_index = choice.index // self._body.n
             text, logprob_entries = choice.text, choice.logprobs
             if self._body.echo:
-                text = self._body.prompts[prompt_index] + text
+                text = self._echo_texts[prompt_index] + text
                 echoed = result.prompt_logprobs[prompt_index]
                 if logprob_entries is not None and echoed is not None:
                     logprob_entries = echoed + logprob_entries
@@ -135,7 +139,7 @@ async def create_completion(
         scope,
         request,
         lambda: prepare_completion(scopes.engine, body, scopes.max_prompt_chars),
-        lambda request_id: CompletionFormat(body, request_id),
+        lambda request_id, prompts: CompletionFormat(body, request_id, prompts),
         prefix="cmpl",
         stream=body.stream,
     )

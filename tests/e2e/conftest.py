@@ -110,7 +110,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     adapter_root = tmp_path_factory.mktemp("adapter-root")
     (adapter_root / "watched").mkdir()
     launches = {
-        "plain": _Launch(tmp_path_factory.mktemp("plain"), ["--no-enable-lora"]),
+        "plain": _Launch(
+            tmp_path_factory.mktemp("plain"), ["--no-enable-lora", "--enable-prompt-tokens-details"]
+        ),
         "lora": _Launch(
             tmp_path_factory.mktemp("lora"),
             ["--admin-key", ADMIN_KEY, "--adapter-root", str(adapter_root)]

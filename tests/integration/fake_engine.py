@@ -25,8 +25,13 @@ class FakeEngine:
         self.aborted: list[str] = []
         self.healthy = True
 
-    async def render_completion(self, text: str, max_tokens: int | None) -> PreparedPrompt:
-        return PreparedPrompt(list(range(len(text.split()))), text)
+    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
+        if isinstance(prompt, list):
+            return PreparedPrompt(prompt, prompt)
+        return PreparedPrompt(list(range(len(prompt.split()))), prompt, prompt)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return "".join(WORDS[token_id % len(WORDS)] for token_id in token_ids)
 
     async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
         text = " ".join(message["content"] for message in messages)
@@ -50,7 +55,10 @@ class FakeEngine:
                 ChoiceDelta(i, WORDS[(step_index + i) % len(WORDS)], 1, None, "length" if last else None)
                 for i in range(spec.n)
             ]
-            yield GenerationStep(len(prompt.token_ids), deltas, last, len(deltas))
+            step = GenerationStep(len(prompt.token_ids), deltas, last, len(deltas))
+            if step_index == 0:
+                step.cached_tokens = len(prompt.token_ids) // 2  # as if a prefix were cached
+            yield step
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
