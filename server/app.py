@@ -32,6 +32,11 @@ def _no_stop(_: EngineClient) -> None:
     return None
 
 
+def _engine_healthy(state: AppState) -> float:
+    # The engine is set once started and cleared at shutdown; vLLM's flags its death.
+    return 0.0 if state.engine is None or getattr(state.engine, "is_dead", False) else 1.0
+
+
 def create_app(
     settings: ServerSettings,
     start_engine: Callable[[], EngineClient],
@@ -91,6 +96,7 @@ def create_app(
         **docs,
     )
     app.state.wattserve = state
+    metrics.engine_healthy.set_function(lambda: _engine_healthy(state))
     install_error_handlers(app)
     app.openapi = openapi_without_422(app)
     # The last added runs first: keys are checked before the body is even counted.

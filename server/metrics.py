@@ -164,6 +164,12 @@ class ServerMetrics:
             labels,
             registry=registry,
         )
+        self.engine_healthy = Gauge(
+            "wattserve_engine_healthy",
+            "1 while the engine is up and has not died, else 0 (with --keep-alive-on-engine-death the "
+            "process, and so its scrape, outlive the engine).",
+            registry=registry,
+        )
         self.grid_intensity = Gauge(
             "wattserve_grid_intensity_grams_per_kwh",
             "Grid carbon intensity now, gCO2e/kWh.",

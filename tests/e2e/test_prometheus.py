@@ -34,6 +34,7 @@ CONDITIONAL = {"wattserve_governor_decisions_total": "--energy-policy slo"}
 # is depends on the latency this machine gives, so only that they evaluate is checked.
 QUIET_ALERTS = {
     "WattserveDown",
+    "WattserveEngineUnhealthy",
     "WattserveTargetMissing",
     "WattserveEnergyMeterDown",
     "WattserveEnergyNotMetered",

@@ -153,3 +153,14 @@ async def test_cancelled_multi_prompt_stream_aborts_every_request(engine: FakeEn
                     break
                 await asyncio.sleep(0.05)
     assert sorted(request_id.rsplit("-", 1)[1] for request_id in engine.aborted) == ["0", "1"]
+
+
+async def test_engine_health_is_exported_and_drops_when_the_engine_dies(
+    http: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    def healthy(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("wattserve_engine_healthy "))
+
+    assert healthy((await http.get("/metrics")).text) == "wattserve_engine_healthy 1.0"
+    engine.is_dead = True
+    assert healthy((await http.get("/metrics")).text) == "wattserve_engine_healthy 0.0"
