@@ -22,7 +22,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from adapters.types import AdapterRef
-from server.engine.compat import GracefulHTTPError, VLLMClientError
+from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError
 
@@ -134,6 +134,7 @@ class VllmEngine:
         )
         names = engine_args.served_model_name
         name = names[0] if isinstance(names, list) and names else names or engine_args.model
+        freeze_vllm_env()
         engine = cls(llm, str(name), chat_template)
         engine.steps = steps
         return engine

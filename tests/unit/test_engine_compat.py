@@ -31,3 +31,16 @@ def test_without_them_stand_ins_keep_the_wrapper_importable(monkeypatch: pytest.
     finally:
         monkeypatch.undo()
         importlib.reload(compat)
+
+
+@pytest.mark.parametrize("has_cache", [True, False])
+def test_vllm_env_lookups_are_frozen_where_the_release_can(
+    monkeypatch: pytest.MonkeyPatch, has_cache: bool
+) -> None:
+    calls: list[str] = []
+    fake_envs = types.SimpleNamespace()
+    if has_cache:
+        fake_envs.enable_envs_cache = lambda: calls.append("enabled")
+    monkeypatch.setattr(compat, "envs", fake_envs)
+    compat.freeze_vllm_env()
+    assert calls == (["enabled"] if has_cache else [])
