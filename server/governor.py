@@ -112,10 +112,10 @@ class Governor:
         decision = decide(
             ttft_p90,
             itl_p90,
-            *self._slo,
-            admission.batch_window_s,
-            admission.max_running,
-            self._running_range,
+            slo=self._slo,
+            window_s=admission.batch_window_s,
+            max_running=admission.max_running,
+            running_range=self._running_range,
         )
         if decision.action != "hold":
             admission.batch_window_s = decision.window_s

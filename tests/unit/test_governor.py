@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from server.governor import NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, decide
+from server.admission import AdmissionController, EngineLoad
+from server.governor import MIN_SAMPLES, NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, Governor, decide
 from server.histograms import quantile
+from server.metrics import ServerMetrics
 
 SLO = (0.5, 0.05)  # TTFT p90, ITL p90 (seconds)
 RANGE = (8, 64)
@@ -61,3 +64,17 @@ def test_quantile_interpolates_within_a_bucket_like_prometheus() -> None:
     assert quantile(0.95, buckets) == pytest.approx(0.3)
     assert quantile(0.9, [(0.1, 0.0), (math.inf, 0.0)]) is None
     assert quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # in +Inf: the highest finite bound
+
+
+def test_a_step_reads_the_live_histograms_and_applies_its_decision() -> None:
+    """The loop's own step, on real admission and metrics objects: slack widens the window."""
+    admission = AdmissionController(64, 64, EngineLoad(32))
+    metrics = ServerMetrics(CollectorRegistry(), "estimated", ["cpu"])
+    governor = Governor(admission, metrics, lambda: None, slo_ttft_s=SLO[0], slo_itl_s=SLO[1])
+    assert governor.step().reason == "no_data"
+    for _ in range(MIN_SAMPLES):
+        metrics.ttft.labels(adapter="base", tier="default").observe(0.02)
+    decision = governor.step()
+    assert (decision.action, decision.reason) == ("widen", "slack")
+    assert admission.batch_window_s == decision.window_s > 0
+    assert admission.max_running == decision.max_running
