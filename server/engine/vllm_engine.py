@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -135,6 +136,11 @@ class VllmEngine:
         names = engine_args.served_model_name
         name = names[0] if isinstance(names, list) and names else names or engine_args.model
         freeze_vllm_env()
+        # As vLLM's own server does once started: move the startup heap (torch, transformers, vLLM, the
+        # model's Python objects: millions) out of the collector's sight, so the oldest-generation
+        # collections that streaming's allocations trigger do not walk it again and again.
+        gc.collect()
+        gc.freeze()
         engine = cls(llm, str(name), chat_template)
         engine.steps = steps
         return engine
