@@ -198,8 +198,10 @@ def test_saturated_engine_books_no_idle_and_dynamic_is_what_rose_above_the_floor
     joules = sum(e["joules"] for e in responses)
     assert joules + delta("idle_joules") == pytest.approx(delta("joules_since_start"), rel=0.01)
     assert all(0 <= e["dynamic_joules"] <= e["joules"] for e in responses)
-    # Dynamic = metered minus the idle floor over the metered time (the floor learnt before the run).
-    expected_dynamic = delta("joules_since_start") - before["idle_floor_watts"] * delta("metered_seconds")
+    # Dynamic = what the responses were given minus the idle floor (learnt before the run) over the time
+    # the engine was busy. Idle stretches are left out on both sides: what the server spends there above
+    # the floor (answering these /v1/energy reads, accepting connections) is idle energy, no request's.
+    expected_dynamic = joules - before["idle_floor_watts"] * delta("busy_seconds")
     assert sum(e["dynamic_joules"] for e in responses) == pytest.approx(
         expected_dynamic, abs=0.02 * delta("joules_since_start")
     )
