@@ -7,6 +7,7 @@ import logging
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 from starlette.types import ASGIApp
 
 from server.app import create_app
@@ -68,7 +69,11 @@ def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wattserve` command."""
     args = parse_command_line(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as err:  # from WATTSERVE_* variables: flags were checked by the parser
+        sys.stderr.write(f"wattserve: invalid settings: {err}\n")
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,3 +83,15 @@ class ServerSettings(BaseSettings):
     ssl_cert_reqs: int = Field(default=0, ge=0, le=2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
     root_path: str = ""
     disable_uvicorn_access_log: bool = False
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _not_a_service_link(cls, value: object) -> object:
+        # Kubernetes sets WATTSERVE_PORT=tcp://<ip>:<port> in every pod of a namespace with a Service named
+        # `wattserve`: say so rather than "not a valid integer".
+        if isinstance(value, str) and value.startswith("tcp://"):
+            raise ValueError(
+                f"{value!r} is a Kubernetes service link (a Service named 'wattserve' sets WATTSERVE_PORT): "
+                "set enableServiceLinks: false on the pod, or pass --port"
+            )
+        return value

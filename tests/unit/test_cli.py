@@ -126,3 +126,12 @@ def test_a_config_file_that_cannot_be_read_is_a_usage_error(
 def test_a_chat_template_file_that_does_not_exist_stops_the_start(caplog: pytest.LogCaptureFixture) -> None:
     assert main(["serve", "--model", "/models/m", "--chat-template", "/no/such/template.jinja"]) == 2
     assert "--chat-template" in caplog.text
+
+
+def test_a_kubernetes_service_link_in_the_environment_is_named_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WATTSERVE_PORT", "tcp://10.0.0.1:8000")
+    assert main(["serve", "--model", "/models/m"]) == 2
+    assert "enableServiceLinks" in capsys.readouterr().err
+    assert settings_from(parse_command_line(["serve", "--port", "8000"])).port == 8000
