@@ -104,7 +104,15 @@ def start_policy(
 
 
 def _spawn(policy: ServingPolicy, work: Coroutine[Any, Any, None]) -> None:
-    policy.tasks.append(asyncio.get_running_loop().create_task(work))
+    task = asyncio.get_running_loop().create_task(work)
+    task.add_done_callback(_log_crash)
+    policy.tasks.append(task)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    # These loops run for the server's life: one that ends other than by cancellation is a bug to see.
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("serving-policy task %s stopped", task.get_coro(), exc_info=task.exception())
 
 
 async def _refresh_intensity(carbon: CarbonModel, period_s: float) -> None:
