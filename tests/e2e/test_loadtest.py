@@ -74,9 +74,11 @@ def test_energy_agrees_with_the_server_within_one_percent(sweep: tuple) -> None:
         assert energy["source"] == "estimated"
         assert energy["attribution_match"] is True
         assert energy["metered_joules"] > 0
-        assert energy["joules_per_output_token"] == pytest.approx(
-            energy["metered_joules"] / energy["window_output_tokens"]
-        )
+        # On a starved machine a short window may see no token come out: then there is no figure.
+        window_tokens = energy["window_output_tokens"]
+        expected = energy["metered_joules"] / window_tokens if window_tokens else None
+        figure = energy["joules_per_output_token"]
+        assert figure == (pytest.approx(expected) if expected is not None else None)
         assert energy["idle_watts"] is not None
     assert result["points"][1]["energy"]["marginal_joules_per_output_token"] is not None
 
@@ -125,8 +127,9 @@ def test_csv_rows_equal_the_json_points(sweep: tuple) -> None:
         assert float(row["output_throughput"]) == pytest.approx(point["output_throughput"])
         assert float(row["ttft_p99_s"]) == pytest.approx(point["ttft_s"]["p99"])
         assert int(row["server_completion_tokens"]) == point["tokens"]["server_completion"]
-        assert float(row["joules_per_output_token"]) == pytest.approx(
-            point["energy"]["joules_per_output_token"]
+        figure = point["energy"]["joules_per_output_token"]
+        assert (float(row["joules_per_output_token"]) if row["joules_per_output_token"] else None) == (
+            pytest.approx(figure) if figure is not None else None
         )
         assert row["energy_source"] == "estimated"
     breakdown = list(csv.DictReader((out / "breakdown.csv").read_text().splitlines()))
