@@ -47,7 +47,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from loadtest.energy_policy_report import Configuration, configurations, judge, markdown, run_figures
+from loadtest.energy_policy_report import (
+    Configuration,
+    calibration_markdown,
+    configurations,
+    judge,
+    markdown,
+    run_figures,
+)
 from loadtest.processes import start_server, stop_server
 from loadtest.reports import read_json
 
@@ -320,30 +327,6 @@ def calibrate(args: argparse.Namespace, argv: list[str]) -> dict:
     (args.out / "calibration.json").write_text(json.dumps(report, indent=2))
     (args.out / "calibration.md").write_text(calibration_markdown(report))
     return report
-
-
-def calibration_markdown(report: dict) -> str:
-    """The calibration as a Markdown table: busy share, watts, J/token and latency against the rate."""
-    shared = report["settings"]
-    lines = [
-        "# Energy-policy benchmark: calibration",
-        "",
-        f"`{report['command']}` — {report['created']}; every request on the default tier, "
-        f"{shared['duration_s']:g} s per rate, energy meter `{shared['energy_meter']}` "
-        "(an estimate from CPU time).",
-        "",
-        "| offered req/s | engine busy | watts | metered J/token | TTFT p90 | ITL p90 | validity |",
-        "|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for point in report["points"]:
-        server = point["server"]
-        lines.append(
-            f"| {point['offered_rps']:.2f} | {server['busy_share'] * 100:.0f} % | "
-            f"{server['mean_watts']:.1f} | "
-            f"{point['metered_joules_per_output_token']:.4f} | {point['ttft_p90_s'] * 1000:.1f} ms | "
-            f"{point['itl_p90_s'] * 1000:.1f} ms | {point['validity']} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

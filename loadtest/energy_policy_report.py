@@ -361,3 +361,27 @@ def markdown(report: dict) -> str:
             f"{'pass' if target['pass'] else 'FAIL'} | {target['detail']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def calibration_markdown(report: dict) -> str:
+    """The calibration as a Markdown table: busy share, watts, J/token and latency against the rate."""
+    shared = report["settings"]
+    lines = [
+        "# Energy-policy benchmark: calibration",
+        "",
+        f"`{report['command']}` — {report['created']}; every request on the default tier, "
+        f"{shared['duration_s']:g} s per rate, energy meter `{shared['energy_meter']}` "
+        "(an estimate from CPU time).",
+        "",
+        "| offered req/s | engine busy | watts | metered J/token | TTFT p90 | ITL p90 | validity |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for point in report["points"]:
+        server = point["server"]
+        lines.append(
+            f"| {point['offered_rps']:.2f} | {server['busy_share'] * 100:.0f} % | "
+            f"{server['mean_watts']:.1f} | "
+            f"{point['metered_joules_per_output_token']:.4f} | {point['ttft_p90_s'] * 1000:.1f} ms | "
+            f"{point['itl_p90_s'] * 1000:.1f} ms | {point['validity']} |"
+        )
+    return "\n".join(lines) + "\n"
