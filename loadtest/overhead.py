@@ -3,7 +3,8 @@
 Baselines: vLLM's own OpenAI server (is our HTTP layer a bottleneck?), or wattserve with energy
 metering off (what do the meter and ledger cost?). Both servers are driven by vLLM's benchmark client
 (`vllm.benchmarks.serve`, random dataset) in one run, one server at a time so they never share the CPU,
-alternating over `--rounds`. The report gives each server's output throughput and median TTFT and
+alternating over `--rounds` (which server goes first alternates too), each warmed up with one untimed
+batch before the timed run. The report gives each server's output throughput and median TTFT and
 wattserve's ratios to the baseline's.
 
     python -m loadtest.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
@@ -50,7 +51,7 @@ def _model_path() -> str:
         stop_server(process)
 
 
-def _bench(url: str, model: str, args: argparse.Namespace, result_path: Path) -> dict:
+def _bench(url: str, model: str, args: argparse.Namespace, result_path: Path, *, num_prompts: int) -> dict:
     command = [
         sys.executable,
         "-c",
@@ -74,7 +75,7 @@ def _bench(url: str, model: str, args: argparse.Namespace, result_path: Path) ->
         "--random-output-len",
         str(args.output_len),
         "--num-prompts",
-        str(args.num_prompts),
+        str(num_prompts),
         "--max-concurrency",
         str(args.concurrency),
         "--request-rate",
@@ -118,10 +119,15 @@ def run(args: argparse.Namespace) -> dict:
         }
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     for round_index in range(args.rounds):
-        for name, command in servers.items():
-            process, url = start_server([*command, *ENGINE_FLAGS], out / f"{name}-{round_index}.log")
+        order = list(servers) if round_index % 2 == 0 else list(reversed(servers))
+        for name in order:
+            process, url = start_server([*servers[name], *ENGINE_FLAGS], out / f"{name}-{round_index}.log")
             try:
-                result = _bench(url, model, args, out / f"{name}-{round_index}.json")
+                # One untimed batch first: a fresh server's first requests pay one-off costs (lazy imports,
+                # first-use allocations) that are not what either server costs per request.
+                stem = f"{name}-{round_index}"
+                _bench(url, model, args, out / f"{stem}-warmup.json", num_prompts=args.concurrency)
+                result = _bench(url, model, args, out / f"{stem}.json", num_prompts=args.num_prompts)
             finally:
                 stop_server(process)
             runs[name].append(
