@@ -124,10 +124,28 @@ def check_prompt_chars(chars: int, limit: int, what: str) -> None:
         )
 
 
+def check_sequences(prompts: int, n: int, max_num_seqs: int) -> None:
+    """Refuse a request that would need more sequences than the engine's whole batch.
+
+    One request holds one admission slot, whatever it asks for; without this bound a list of prompts
+    (or a large `n`) would put thousands of sequences into the engine past admission control.
+
+    Raises:
+        InvalidRequestError: `prompts` × `n` is over `max_num_seqs`.
+    """
+    if prompts * n > max_num_seqs:
+        raise InvalidRequestError(
+            f"This request asks for {prompts * n} sequences ({prompts} prompt(s) x n={n}); one request "
+            f"may run at most {max_num_seqs}, the engine's batch (--max-num-seqs). Split it up.",
+            param="prompt" if prompts > 1 else "n",
+        )
+
+
 async def prepare_chat(
     engine: EngineClient, body: ChatCompletionRequest, max_prompt_chars: int
 ) -> tuple[PreparedPrompt, SamplingSpec]:
     """Template and tokenize a chat request, check its length and build its sampling spec."""
+    check_sequences(1, body.n, engine.max_num_seqs)
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
     check_prompt_chars(sum(len(message["content"]) for message in messages), max_prompt_chars, "messages")
     prompt = await engine.render_chat(messages, body.max_output_tokens)
@@ -157,6 +175,7 @@ async def prepare_completion(
 
     With `echo`, every prompt carries its text: token-id prompts are decoded for it.
     """
+    check_sequences(len(body.prompts), body.n, engine.max_num_seqs)
     for prompt in body.prompts:
         if isinstance(prompt, str):
             check_prompt_chars(len(prompt), max_prompt_chars, "prompt")

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MODEL, Server
+from tests.e2e.conftest import ENGINE_FLAGS, MODEL, Server
 
 pytestmark = pytest.mark.e2e
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -77,6 +77,16 @@ def test_body_that_is_not_json_is_400(server: Server) -> None:
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
         )
     assert_error(response, 400)
+
+
+def test_one_request_may_not_ask_for_more_than_the_engine_batch(server: Server) -> None:
+    """It holds one admission slot: more sequences than the batch would slip past admission control."""
+    with server.http() as http:
+        batch = int(ENGINE_FLAGS[ENGINE_FLAGS.index("--max-num-seqs") + 1])
+        prompts = {"model": MODEL, "prompt": ["Once"] * (batch + 1), "max_tokens": 1}
+        assert_error(http.post("/v1/completions", json=prompts), 400, "prompt", "--max-num-seqs")
+        fanned = {"model": MODEL, "prompt": ["Once"] * batch, "max_tokens": 1, "n": 2, "temperature": 1}
+        assert_error(http.post("/v1/completions", json=fanned), 400, "prompt", "--max-num-seqs")
 
 
 def test_unsupported_completion_field_names_it(server: Server) -> None:
