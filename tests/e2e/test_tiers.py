@@ -72,6 +72,27 @@ async def timed(client: httpx.AsyncClient, payload: dict) -> tuple[httpx.Respons
     return response, sent, time.monotonic()
 
 
+def gauge(server: _Launch, name: str) -> float:
+    page = httpx.get(f"{server.base_url}/metrics").text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def queued(server: _Launch) -> float:
+    return gauge(server, "wattserve_requests_queued")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
 def test_tiers_are_echoed_in_the_response_and_usage(tiered: _Launch) -> None:
     with httpx.Client(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as http:
         for asked, served in [
@@ -92,9 +113,9 @@ def test_flex_waits_for_room_at_most_its_bound_and_a_full_lane_is_429(tiered: _L
         async with httpx.AsyncClient(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as client:
             # The engine's four places taken by long default streams: no room for flex to ride along.
             busy = [asyncio.create_task(timed(client, body(600))) for _ in range(4)]
-            await asyncio.sleep(1.0)
+            await until(lambda: gauge(tiered, "wattserve_requests_running") == 4)
             flex = [asyncio.create_task(timed(client, body(8, "flex"))) for _ in range(FLEX_QUEUE)]
-            await asyncio.sleep(0.5)
+            await until(lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_QUEUE)
             refused = await client.post("/v1/completions", json=body(8, "flex"))
             return await asyncio.gather(*busy), await asyncio.gather(*flex), refused
 
@@ -109,23 +130,6 @@ def test_flex_waits_for_room_at_most_its_bound_and_a_full_lane_is_429(tiered: _L
     buckets = flex_lane_waits(tiered)
     within_bound = next(count for le, count in buckets if le >= FLEX_WAIT_S + 1)
     assert within_bound == buckets[-1][1]  # no flex request waited in the lane past its bound (+1 s)
-
-
-def queued(server: _Launch) -> float:
-    page = httpx.get(f"{server.base_url}/metrics").text
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(page)
-        for sample in family.samples
-        if sample.name == "wattserve_requests_queued"
-    )
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 def test_priority_requests_overtake_queued_default_ones(tiered: _Launch) -> None:
@@ -171,13 +175,14 @@ def test_a_dirty_grid_holds_flex_work_until_it_is_clean_and_the_avoided_grams_ad
 ) -> None:
     before = energy(tiered)
     set_grid(grid, DIRTY)
-    time.sleep(1.0)  # the server reads the file every 0.2 s
+    asyncio.run(until(lambda: gauge(tiered, "wattserve_grid_intensity_grams_per_kwh") == DIRTY))
 
     async def run() -> list[tuple[httpx.Response, float, float]]:
         async with httpx.AsyncClient(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as client:
-            # A full batch on an idle engine would go at once, were the grid not dirty.
+            # A full batch on an idle engine would go at once, were the grid not dirty: all of it seen
+            # waiting in the lane is the hold.
             held = [asyncio.create_task(timed(client, body(16, "flex"))) for _ in range(FLEX_BATCH)]
-            await asyncio.sleep(1.5)
+            await until(lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_BATCH)
             assert not any(task.done() for task in held)
             set_grid(grid, CLEAN)
             return await asyncio.gather(*held)

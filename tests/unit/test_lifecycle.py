@@ -1,0 +1,56 @@
+"""Engine death: in-flight requests get their error, then the process exits non-zero (or stays, if asked)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.lifecycle import EXIT_ENGINE_DEAD, Lifecycle
+
+
+class Scopes:
+    """The part of the request scopes the lifecycle uses; one request is in flight until `finish`."""
+
+    def __init__(self) -> None:
+        self.intake_closed = False
+        self.interrupted = False
+        self._closed = asyncio.Event()
+
+    def close_intake(self) -> None:
+        self.intake_closed = True
+
+    def interrupt_all(self) -> None:
+        self.interrupted = True
+        self._closed.set()
+
+    def finish(self) -> None:
+        self._closed.set()
+
+    async def all_closed(self) -> None:
+        await self._closed.wait()
+
+
+async def watch(keep_alive: bool) -> tuple[Lifecycle, Scopes, list[str]]:
+    lifecycle, scopes, stopped = Lifecycle(grace_s=30.0), Scopes(), []
+    lifecycle.bind_server(lambda: stopped.append("stop"))
+    lifecycle.watch_engine(lambda: True, scopes, keep_alive)  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return lifecycle, scopes, stopped
+
+
+async def test_the_server_stops_non_zero_once_in_flight_requests_have_their_error() -> None:
+    lifecycle, scopes, stopped = await watch(keep_alive=False)
+    assert scopes.intake_closed
+    assert lifecycle.exit_code == EXIT_ENGINE_DEAD
+    assert stopped == []  # a request is still being answered
+    scopes.finish()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stopped == ["stop"]
+    assert not scopes.interrupted
+
+
+async def test_keep_alive_leaves_the_server_answering() -> None:
+    lifecycle, scopes, stopped = await watch(keep_alive=True)
+    assert (lifecycle.exit_code, stopped, scopes.intake_closed) == (0, [], False)
+    lifecycle.stop()
