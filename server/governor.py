@@ -3,12 +3,13 @@
 Two levers, both without privileges: how long a default request that finds the engine nearly idle may
 wait for companions (the admission batching window), and how many requests may run at once. Every
 `period_s` it reads the p90 time to first token and inter-token latency over the last `lookback_s` from
-the latency histograms, and the live J/token from the energy summary, then:
+the latency histograms (of every tier but flex, whose requests wait in their lane by design and have no
+latency objective), and the live J/token from the energy summary, then:
 - p90 over an SLO: the window closes and concurrency steps back (`slo_violated`);
 - p90 above `NARROW_AT` of an SLO: the window halves, concurrency steps back (`slo_at_risk`);
 - p90 below `WIDEN_BELOW` of every SLO: the window grows by a step, concurrency returns (`slack`).
 The window never exceeds `WINDOW_SHARE_OF_TTFT` of the TTFT SLO, so a request waiting its full window
-still has most of its budget. Decisions are logged and exported (`wattserve_governor_*`).
+still has 40 % of its budget for its prefill. Decisions are logged and exported (`wattserve_governor_*`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ logger = logging.getLogger(__name__)
 
 NARROW_AT = 0.85
 WIDEN_BELOW = 0.6
-WINDOW_SHARE_OF_TTFT = 0.4
+WINDOW_SHARE_OF_TTFT = WIDEN_BELOW  # past this the p90 alone stops the widening anyway
 WINDOW_STEPS = 8  # the window grows in this many steps up to its maximum
 MIN_SAMPLES = 20  # fewer first tokens in the lookback: too little to judge, hold
+UNGOVERNED_TIERS = ("flex",)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def decide(
     if risk > NARROW_AT:
         return Decision(window_s / 2, max(low, max_running * 7 // 8), "narrow", "slo_at_risk")
     if risk < WIDEN_BELOW and (window_s < max_window_s or max_running < high):
-        widened = min(max_window_s, window_s + max_window_s / WINDOW_STEPS)
+        # Whole steps, so that the window lands on its bound instead of creeping below it by float sums.
+        step_s = max_window_s / WINDOW_STEPS
+        widened = min(max_window_s, (round(window_s / step_s) + 1) * step_s)
         return Decision(widened, min(high, max_running + max(1, high // 8)), "widen", "slack")
     return Decision(window_s, max_running, "hold", "steady")
 
@@ -95,7 +99,8 @@ class Governor:
 
     def _p90s(self) -> tuple[float | None, float | None]:
         now = time.monotonic()
-        ttft, itl = cumulative_buckets(self._metrics.ttft), cumulative_buckets(self._metrics.itl)
+        ttft = cumulative_buckets(self._metrics.ttft, skip_tiers=UNGOVERNED_TIERS)
+        itl = cumulative_buckets(self._metrics.itl, skip_tiers=UNGOVERNED_TIERS)
         self._history.append((now, ttft, itl))
         while self._history[0][0] < now - self._lookback_s:
             self._history.popleft()

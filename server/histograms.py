@@ -82,12 +82,12 @@ class BulkHistogram(Collector):
         yield family
 
 
-def cumulative_buckets(metric: Collector) -> list[tuple[float, float]]:
-    """A histogram's cumulative buckets, summed over all its label sets: (upper bound, count)."""
+def cumulative_buckets(metric: Collector, skip_tiers: Sequence[str] = ()) -> list[tuple[float, float]]:
+    """A histogram's cumulative buckets, summed over its label sets but those of `skip_tiers`."""
     totals: dict[float, float] = {}
     for family in metric.collect():
         for sample in family.samples:
-            if sample.name.endswith("_bucket"):
+            if sample.name.endswith("_bucket") and sample.labels.get("tier") not in skip_tiers:
                 bound = float(sample.labels["le"])
                 totals[bound] = totals.get(bound, 0.0) + sample.value
     return sorted(totals.items())

@@ -26,8 +26,16 @@ def test_slack_widens_up_to_its_share_of_the_ttft_budget() -> None:
         decision = step(0.1, 0.01, window, running)
         window, running = decision.window_s, decision.max_running
     assert decision.reason in {"slack", "steady"}
-    assert window == pytest.approx(WINDOW_SHARE_OF_TTFT * SLO[0])
+    assert window == WINDOW_SHARE_OF_TTFT * SLO[0]  # on its bound exactly, not a float sum short of it
     assert running == RANGE[1]
+    assert step(0.1, 0.01, window, running).action == "hold"
+
+
+def test_a_halved_window_widens_back_to_its_bound() -> None:
+    window = step(0.1, 0.01, window_s=WINDOW_SHARE_OF_TTFT * SLO[0] / 2 - 0.0123).window_s
+    for _ in range(20):
+        window = step(0.1, 0.01, window).window_s
+    assert window == WINDOW_SHARE_OF_TTFT * SLO[0]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +72,21 @@ def test_quantile_interpolates_within_a_bucket_like_prometheus() -> None:
     assert quantile(0.95, buckets) == pytest.approx(0.3)
     assert quantile(0.9, [(0.1, 0.0), (math.inf, 0.0)]) is None
     assert quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # in +Inf: the highest finite bound
+
+
+def test_flex_latency_does_not_count_against_the_slos() -> None:
+    """Flex requests wait in their lane by design: seconds of TTFT there are no SLO risk."""
+    admission = AdmissionController(64, 64, EngineLoad(32))
+    metrics = ServerMetrics(CollectorRegistry(), "estimated", ["cpu"])
+    governor = Governor(admission, metrics, lambda: None, slo_ttft_s=SLO[0], slo_itl_s=SLO[1])
+    governor.step()
+    for _ in range(MIN_SAMPLES):
+        metrics.ttft.labels(adapter="base", tier="default").observe(0.02)
+        metrics.ttft.labels(adapter="base", tier="flex").observe(5.0)
+    assert governor.step().reason == "slack"
+    for _ in range(MIN_SAMPLES):
+        metrics.ttft.labels(adapter="base", tier="priority").observe(5.0)
+    assert governor.step().reason == "slo_violated"
 
 
 def test_a_step_reads_the_live_histograms_and_applies_its_decision() -> None:
