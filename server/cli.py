@@ -176,6 +176,12 @@ TIER_FLAGS: list[Flag] = [
         {"type": int},
     ),
     Flag(
+        "--flex-riders-per-step",
+        "flex_riders_per_step",
+        "Flex requests that may join a running batch per engine step (unset: 1 per 32 of --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
         "--energy-policy",
         "energy_policy",
         "slo: batch more while the latency SLOs below have slack.",

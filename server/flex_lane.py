@@ -2,7 +2,10 @@
 
 A request in the lane holds nothing (no admission slot, no engine place) and so pays no energy while it
 waits. It leaves the lane, oldest first, when:
-- the engine is running and its batch has room: it rides along work that runs anyway;
+- the engine is running and its batch has room: it rides along work that runs anyway, at most
+  `riders_per_step` per engine step, so that the riders' prefills spread over steps instead of landing
+  together in the first steps of the request they join (on a CPU, or a GPU in its compute-bound prefill,
+  a step's time grows with the tokens it takes);
 - the engine is idle and enough flex requests wait to fill a batch of their own (`batch_size`);
 - it has waited `max_wait_s` (never starved): then it is admitted ahead of default requests that came
   after it.
@@ -44,12 +47,14 @@ class FlexLane:
         max_queued: int,
         max_wait_s: float,
         batch_size: int,
+        riders_per_step: int = 1,
         carbon_hold: Callable[[], bool] = lambda: False,
     ) -> None:
         self.load = load
         self.max_queued = max_queued
         self.max_wait_s = max_wait_s
         self.batch_size = batch_size
+        self.riders_per_step = riders_per_step
         self.carbon_hold = carbon_hold
         self.closed = False
         self._places: list[_Place] = []
@@ -100,6 +105,11 @@ class FlexLane:
         if self._ticker is not None:
             self._ticker.cancel()
 
+    def on_step(self) -> None:
+        """An engine step ended (its counts are in `load`): the next riders may board."""
+        if self._places:
+            self._release()
+
     def _ensure_ticking(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -120,8 +130,13 @@ class FlexLane:
         room = self.load.room
         if room <= 0:
             return
-        if self.load.running > 0 or len(self._places) >= self.batch_size:
-            for place in self._places[:room]:
+        if self.load.running == 0:
+            if len(self._places) >= self.batch_size:  # a batch of their own on an idle engine
+                for place in self._places[:room]:
+                    self._let_out(place)
+        else:
+            boarding = min(room, self.riders_per_step - self.load.let_in)
+            for place in self._places[: max(0, boarding)]:
                 self._let_out(place)
 
     def _let_out(self, place: _Place) -> None:

@@ -36,6 +36,7 @@ class ServingPolicy:
     def on_step(self, produced_output: bool, running: int, waiting: int) -> None:
         """One engine step (from the engine's stat logger, on the event loop)."""
         self.load.observe(produced_output, running, waiting)
+        self.flex.on_step()
 
     def stop(self) -> None:
         """Cancel the background tasks."""
@@ -53,8 +54,9 @@ def start_policy(
     """Build the policy for an engine running `max_num_seqs` at once, and start its tasks.
 
     Defaults: twice the batch may be in the engine at once (its own queue keeps the next batch ready),
-    as many again wait for a slot, then 429; the flex lane holds four batches and starts a batch of its
-    own on an idle engine at half of one.
+    as many again wait for a slot, then 429; the flex lane holds four batches, starts a batch of its
+    own on an idle engine at half of one, and lets one rider per 32 places of the batch join a running
+    batch per step.
     """
     load = EngineLoad(max_num_seqs)
     admission = AdmissionController(
@@ -72,6 +74,7 @@ def start_policy(
         max_queued=settings.flex_max_queued if settings.flex_max_queued is not None else 4 * max_num_seqs,
         max_wait_s=settings.flex_max_wait_seconds,
         batch_size=settings.flex_batch_size or max(1, max_num_seqs // 2),
+        riders_per_step=settings.flex_riders_per_step or max(1, max_num_seqs // 32),
         carbon_hold=carbon_hold,
     )
     policy = ServingPolicy(load, admission, flex)
@@ -89,12 +92,14 @@ def start_policy(
     if source.live:
         _spawn(policy, _refresh_intensity(carbon, settings.grid_intensity_refresh_seconds))
     logger.info(
-        "admission: %d at once, %d queued; flex lane: %d, wait at most %.0f s, batches of %d; governor: %s%s",
+        "admission: %d at once, %d queued; flex lane: %d, wait at most %.0f s, batches of %d, "
+        "%d riders per step; governor: %s%s",
         admission.max_running,
         admission.max_queued,
         flex.max_queued,
         flex.max_wait_s,
         flex.batch_size,
+        flex.riders_per_step,
         settings.energy_policy,
         f"; flex held above {limit} gCO2e/kWh from {source.location}"
         if source.live and limit is not None

@@ -54,6 +54,7 @@ class ServerSettings(BaseSettings):
     flex_max_wait_seconds: float = Field(default=30.0, ge=0)
     flex_max_queued: int | None = Field(default=None, ge=0)
     flex_batch_size: int | None = Field(default=None, ge=1)
+    flex_riders_per_step: int | None = Field(default=None, ge=1)
     # The SLO governor: off, or tune batching and concurrency to these p90 targets.
     energy_policy: Literal["off", "slo"] = "off"
     slo_ttft_p90: float = Field(default=0.5, gt=0)

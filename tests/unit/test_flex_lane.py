@@ -24,7 +24,7 @@ def lane(load: EngineLoad, **overrides: object) -> FlexLane:
 async def test_rides_along_a_running_batch_up_to_its_room() -> None:
     load = EngineLoad(max_num_seqs=4)
     load.observe(True, running=2, waiting=0)
-    flex = lane(load)
+    flex = lane(load, riders_per_step=8)
     turns = [asyncio.create_task(flex.wait_turn()) for _ in range(3)]
     await settle()
     released = [turn for turn in turns if turn.done()]
@@ -32,6 +32,20 @@ async def test_rides_along_a_running_batch_up_to_its_room() -> None:
     load.observe(True, running=3, waiting=0)
     await asyncio.sleep(0.1)  # the lane's next tick
     assert all(turn.done() for turn in turns)
+
+
+async def test_riders_board_a_few_per_engine_step() -> None:
+    load = EngineLoad(max_num_seqs=32)
+    load.observe(True, running=1, waiting=0)
+    flex = lane(load, max_queued=16, batch_size=4, riders_per_step=2)
+    turns = [asyncio.create_task(flex.wait_turn()) for _ in range(5)]
+    await asyncio.sleep(0.2)  # ticks of the lane, no engine step
+    assert [turn.done() for turn in turns] == [True, True, False, False, False]  # oldest first
+    for boarded in (4, 5):
+        load.observe(True, running=boarded - 1, waiting=0)  # the riders so far run
+        flex.on_step()
+        await settle()
+        assert sum(turn.done() for turn in turns) == boarded
 
 
 async def test_on_an_idle_engine_it_waits_for_a_batch_of_its_own() -> None:
@@ -78,3 +92,12 @@ async def test_close_answers_the_lane_503() -> None:
     with pytest.raises(EngineUnavailableError):
         await turn
     assert flex.waiting == 0
+
+
+async def test_an_idle_engine_takes_a_batch_even_after_a_rider_vanished() -> None:
+    load = EngineLoad(max_num_seqs=8)
+    load.let_in = 1  # let out towards the engine, gone before it got there: no step will reset it
+    flex = lane(load)
+    turns = [asyncio.create_task(flex.wait_turn()) for _ in range(3)]
+    await settle()
+    assert all(turn.done() for turn in turns)
