@@ -148,6 +148,11 @@ class ServerMetrics:
             "Requests waiting for admission (429 once the queue is full).",
             registry=registry,
         )
+        self.admitted = Gauge(
+            "wattserve_requests_admitted",
+            "Requests holding an admission slot (in the engine or on their way to it).",
+            registry=registry,
+        )
         self.flex_wait = Histogram(
             "wattserve_flex_lane_wait_seconds",
             "Time flex requests waited in the flex lane before admission.",

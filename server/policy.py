@@ -79,6 +79,7 @@ def start_policy(
     )
     policy = ServingPolicy(load, admission, flex)
     metrics.queued.set_function(lambda: admission.queued)
+    metrics.admitted.set_function(lambda: admission.running)
     metrics.in_flex_lane.set_function(lambda: flex.waiting)
     if settings.energy_policy == "slo":
         policy.governor = Governor(

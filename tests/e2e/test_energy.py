@@ -37,6 +37,7 @@ DOCUMENTED_LABELS = {
     "wattserve_requests_running": set(),
     "wattserve_requests_waiting": set(),
     "wattserve_requests_queued": set(),
+    "wattserve_requests_admitted": set(),
     "wattserve_energy_meter_info": {"source"},
 }
 

@@ -43,6 +43,7 @@ HELD = {
     "wattserve_requests_running",
     "wattserve_requests_waiting",
     "wattserve_requests_queued",
+    "wattserve_requests_admitted",
     "wattserve_requests_in_flex_lane",
 }
 

@@ -59,6 +59,7 @@ def gauges(server: Server | _Launch) -> dict[str, float]:
         "wattserve_requests_running",
         "wattserve_requests_waiting",
         "wattserve_requests_queued",
+        "wattserve_requests_admitted",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
     }
