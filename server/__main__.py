@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp
 from server.app import create_app
 from server.cli import parse_command_line, settings_from
 from server.default_model import MODEL_NAME, ensure_default_model
+from server.engine import spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
 from server.lifecycle import DrainingServer
 from server.settings import ServerSettings
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if (settings.lora_modules or settings.adapter_dir) and args.enable_lora is None:
         args.enable_lora = True
     engine_args = engine_args_from(args)
+    spin_s = settings.resolved_engine_spin_seconds
+    if spin_s is not None:  # read by the plugin in each of vLLM's processes
+        os.environ[spin_tail.ENV] = str(spin_s)
     try:
         chat_template = read_chat_template(settings.chat_template)
     except (OSError, ValueError) as err:

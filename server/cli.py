@@ -182,6 +182,13 @@ TIER_FLAGS: list[Flag] = [
         {"type": int},
     ),
     Flag(
+        "--engine-spin-seconds",
+        "engine_spin_seconds",
+        "Seconds vLLM's processes busy-wait for the next step before they sleep (unset: vLLM's 1 s; "
+        "0.02 under --energy-policy slo).",
+        {"type": float},
+    ),
+    Flag(
         "--energy-policy",
         "energy_policy",
         "slo: batch more while the latency SLOs below have slack.",

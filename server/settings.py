@@ -15,6 +15,11 @@ def _default_cache_dir() -> Path:
     return Path(base) / "wattserve"
 
 
+# Under the slo energy policy vLLM's processes busy-wait 20 ms for the next step instead of vLLM's 1 s:
+# steps under load come far more often, and a gap longer than this costs one socket wake-up.
+SLO_POLICY_SPIN_S = 0.02
+
+
 class ServerSettings(BaseSettings):
     """HTTP-side settings; engine settings are vLLM's own `AsyncEngineArgs`."""
 
@@ -55,6 +60,9 @@ class ServerSettings(BaseSettings):
     flex_max_queued: int | None = Field(default=None, ge=0)
     flex_batch_size: int | None = Field(default=None, ge=1)
     flex_riders_per_step: int | None = Field(default=None, ge=1)
+    # How long vLLM's processes busy-wait between engine steps (None: vLLM's own default, or
+    # SLO_POLICY_SPIN_S under the slo energy policy).
+    engine_spin_seconds: float | None = Field(default=None, ge=0)
     # The SLO governor: off, or tune batching and concurrency to these p90 targets.
     energy_policy: Literal["off", "slo"] = "off"
     slo_ttft_p90: float = Field(default=0.5, gt=0)
@@ -84,6 +92,13 @@ class ServerSettings(BaseSettings):
     ssl_cert_reqs: int = Field(default=0, ge=0, le=2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
     root_path: str = ""
     disable_uvicorn_access_log: bool = False
+
+    @property
+    def resolved_engine_spin_seconds(self) -> float | None:
+        """The busy-wait the engine gets: as set, else short under the slo energy policy, else vLLM's."""
+        if self.engine_spin_seconds is None and self.energy_policy == "slo":
+            return SLO_POLICY_SPIN_S
+        return self.engine_spin_seconds
 
     @field_validator("port", mode="before")
     @classmethod

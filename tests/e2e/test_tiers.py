@@ -2,7 +2,8 @@
 carbon signal from a local file holds flex work back and accounts for the grams it avoided.
 
 The module's server runs 4 requests at once so queues form with little load; its grid intensity comes
-from a file the tests rewrite. The deadlines below only catch hangs.
+from a file the tests rewrite; its engine busy-waits 20 ms between steps. The deadlines below only catch
+hangs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +26,8 @@ FLEX_WAIT_S = 6.0
 FLEX_BATCH = 3
 FLEX_QUEUE = 6
 DIRTY, CLEAN, LIMIT = 500.0, 100.0, 300.0  # gCO2e/kWh
+SPIN_S = 0.02
+IDLE_WINDOW_S = 3.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -46,7 +50,7 @@ def tiered(tmp_path_factory: pytest.TempPathFactory, grid: Path) -> Iterator[_La
     flags += ["--flex-max-wait-seconds", str(FLEX_WAIT_S), "--flex-max-queued", str(FLEX_QUEUE)]
     flags += ["--flex-batch-size", str(FLEX_BATCH), "--energy-meter", "estimated", "--no-enable-lora"]
     flags += ["--grid-intensity-source", str(grid), "--grid-intensity-refresh-seconds", "0.2"]
-    flags += ["--flex-max-intensity", str(LIMIT)]
+    flags += ["--flex-max-intensity", str(LIMIT), "--engine-spin-seconds", str(SPIN_S)]
     launch = _Launch(tmp_path_factory.mktemp("tiered"), flags)
     launch.ready()
     yield launch
@@ -202,3 +206,19 @@ def test_a_dirty_grid_holds_flex_work_until_it_is_clean_and_the_avoided_grams_ad
     tier_avoided = flex_after["co2e_avoided_grams"] - flex_before.get("co2e_avoided_grams", 0.0)
     assert tier_avoided == pytest.approx(expected, rel=0.01)
     assert all(e["co2e_grams"] == pytest.approx(e["joules"] / 3.6e6 * CLEAN, rel=0.01) for e in usage)
+
+
+def test_the_engine_stops_busy_waiting_soon_after_its_last_step(tiered: _Launch) -> None:
+    """vLLM's own busy-wait is a second per process after every step: a core each, for nothing."""
+    engine = psutil.Process(tiered.process.pid).children(recursive=True)
+    assert engine
+
+    def cpu_s() -> float:
+        return sum(sum(process.cpu_times()[:2]) for process in engine)
+
+    with httpx.Client(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as http:
+        assert http.post("/v1/completions", json=body(4)).status_code == 200
+    before = cpu_s()
+    time.sleep(IDLE_WINDOW_S)
+    # With vLLM's 1-s busy-wait each reader would spend about a CPU second of this window spinning.
+    assert cpu_s() - before < 0.5
