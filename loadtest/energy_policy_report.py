@@ -56,6 +56,13 @@ def configurations(slo_ttft_s: float, slo_itl_s: float) -> list[Configuration]:
         Configuration("mixed", "50 % flex, 50 % default", "flex=1,default=1"),
         Configuration("governor-on", "every request default, --energy-policy slo", DEFAULT_TIER, governor),
         Configuration("governor-off", "every request default, --energy-policy off", DEFAULT_TIER, ()),
+        # What the slo policy's short engine busy-wait saves on its own, without the governor's batching.
+        Configuration(
+            "spin-only",
+            "every request default, --energy-policy off --engine-spin-seconds 0.02",
+            DEFAULT_TIER,
+            ("--engine-spin-seconds", "0.02"),
+        ),
     ]
 
 

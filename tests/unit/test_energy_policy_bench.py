@@ -70,7 +70,7 @@ def test_calibration_rates_parse() -> None:
 def test_runs_share_the_load_and_differ_only_in_tier_and_policy() -> None:
     args = bench.parse_args(["--server-flags", "--flex-batch-size 8"])
     configs = configurations(args.slo_ttft_p90, args.slo_itl_p90)
-    assert [c.name for c in configs] == ["flex-off", "mixed", "governor-on", "governor-off"]
+    assert [c.name for c in configs] == ["flex-off", "mixed", "governor-on", "governor-off", "spin-only"]
     servers = {c.name: bench.server_command(c, args) for c in configs}
     harnesses = {
         c.name: bench.harness_command("http://h:1", c.service_tier, args, Path("o")) for c in configs
@@ -89,12 +89,16 @@ def test_runs_share_the_load_and_differ_only_in_tier_and_policy() -> None:
         "0.05",
     ]
     assert servers["flex-off"] == servers["mixed"] == servers["governor-off"]
+    spin = servers["spin-only"]
+    assert "--energy-policy" not in spin
+    assert spin[spin.index("--engine-spin-seconds") + 1] == "0.02"
     tiers = {name: command[command.index("--service-tier") + 1] for name, command in harnesses.items()}
     assert tiers == {
         "flex-off": "default",
         "mixed": "flex=1,default=1",
         "governor-on": "default",
         "governor-off": "default",
+        "spin-only": "default",
     }
 
     def without_tier(command: list[str]) -> list[str]:
