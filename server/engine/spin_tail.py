@@ -5,8 +5,8 @@ queue (yielding its core, never sleeping) for `busy_loop_s`, one second in vLLM 
 read before it sleeps on a socket. Under steady load that keeps steps tight; under load with gaps, every
 gap shorter than a second burns a whole core per process for nothing: on the 2-core CPU machine, at half
 load, the worker spent 0.93 of a core, most of it waiting. With `WATTSERVE_ENGINE_SPIN_SECONDS` set
-(`--engine-spin-seconds`), a reader spins that long instead; a step that comes after a longer gap pays
-one socket wake-up (tens of microseconds). Unset, vLLM's default stands.
+(`--engine-spin-seconds`), a reader spins that long instead; a step that comes after a longer gap waits
+for one socket wake-up first. Unset, vLLM's default stands.
 
 vLLM loads this in every one of its processes through the `vllm.general_plugins` entry point; the
 environment variable reaches them from the server process. A vLLM without the queue's spin setting is
