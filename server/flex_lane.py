@@ -130,14 +130,12 @@ class FlexLane:
         room = self.load.room
         if room <= 0:
             return
-        if self.load.running == 0:
-            if len(self._places) >= self.batch_size:  # a batch of their own on an idle engine
-                for place in self._places[:room]:
-                    self._let_out(place)
-        else:
-            boarding = min(room, self.riders_per_step - self.load.let_in)
-            for place in self._places[: max(0, boarding)]:
-                self._let_out(place)
+        if self.load.running == 0:  # a batch of their own on an idle engine, or none
+            leaving = room if len(self._places) >= self.batch_size else 0
+        else:  # riders, a few per step
+            leaving = min(room, self.riders_per_step - self.load.let_in)
+        for place in self._places[: max(0, leaving)]:
+            self._let_out(place)
 
     def _let_out(self, place: _Place) -> None:
         self._places.remove(place)

@@ -33,10 +33,11 @@ def register() -> None:
     except ImportError:
         return
     init = SpinCondition.__init__
-    names = init.__code__.co_varnames[: init.__code__.co_argcount]
     defaults = init.__defaults__ or ()
-    if "busy_loop_s" not in names[len(names) - len(defaults) :]:
+    positional = init.__code__.co_varnames[: init.__code__.co_argcount]
+    with_defaults = positional[len(positional) - len(defaults) :]  # the last ones carry the defaults
+    if "busy_loop_s" not in with_defaults:
         logger.warning("this vLLM has no busy_loop_s to set; %s is ignored", ENV)
         return
-    index = names[len(names) - len(defaults) :].index("busy_loop_s")
+    index = with_defaults.index("busy_loop_s")
     init.__defaults__ = (*defaults[:index], float(value), *defaults[index + 1 :])
