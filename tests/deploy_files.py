@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "prometheus" / "wattserve-rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "wattserve-rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "wattserve.json"
-README = ROOT / "README.md"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
 
 _STRING = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'""")
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*\{([^}]*)\}")
@@ -67,9 +67,9 @@ def dashboard_expressions() -> list[tuple[str, str]]:
 
 
 def readme_expressions() -> list[str]:
-    """The expressions in README.md's ```promql blocks (an indented line continues the one above)."""
+    """The expressions in docs/metrics.md's ```promql blocks (an indented line continues the one above)."""
     expressions: list[str] = []
-    for block in re.findall(r"```promql\n(.*?)```", README.read_text(), flags=re.DOTALL):
+    for block in re.findall(r"```promql\n(.*?)```", METRICS_DOC.read_text(), flags=re.DOTALL):
         for line in block.splitlines():
             if not line.strip():
                 continue
