@@ -11,12 +11,12 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.types import ASGIApp
 
-from server.app import create_app
+from server.api.app import create_app
 from server.cli import parse_command_line, settings_from
 from server.default_model import MODEL_NAME, ensure_default_model
 from server.engine import spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
-from server.lifecycle import DrainingServer
+from server.runtime.lifecycle import DrainingServer
 from server.settings import ServerSettings
 
 logger = logging.getLogger("wattserve")

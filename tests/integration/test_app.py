@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from server.app import create_app
+from server.api.app import create_app
 from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import create_app
+from server.api.app import create_app
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from server.admission import AdmissionController, EngineLoad
 from server.errors import EngineUnavailableError, OverloadedError
+from server.policy.admission import AdmissionController, EngineLoad
 
 
 async def settle() -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from server.metrics import BASE_LABEL, ServerMetrics
+from server.observability.metrics import BASE_LABEL, ServerMetrics
 from tests import deploy_files
 from tests.prometheus_install import binaries
 

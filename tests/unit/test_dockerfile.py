@@ -326,4 +326,4 @@ def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
 
 def test_dockerignore_leaves_out_bytecode_inside_copied_packages() -> None:
     assert excluded("server/__pycache__/app.cpython-311.pyc", RULES)
-    assert not excluded("server/app.py", RULES)
+    assert not excluded("server/api/app.py", RULES)

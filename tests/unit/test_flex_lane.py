@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from server.admission import EngineLoad
 from server.errors import EngineUnavailableError, OverloadedError
-from server.flex_lane import FlexLane
+from server.policy.admission import EngineLoad
+from server.policy.flex_lane import FlexLane
 
 
 async def settle() -> None:

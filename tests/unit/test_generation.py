@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.errors import ContextLengthError
-from server.generation import resolve_max_tokens
+from server.serving.prepare import resolve_max_tokens
 
 
 def test_unset_max_tokens_takes_what_is_left_of_the_context() -> None:

@@ -7,10 +7,10 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.admission import AdmissionController, EngineLoad
-from server.governor import MIN_SAMPLES, NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, Governor, decide
-from server.histograms import quantile
-from server.metrics import ServerMetrics
+from server.observability.histograms import quantile
+from server.observability.metrics import ServerMetrics
+from server.policy.admission import AdmissionController, EngineLoad
+from server.policy.governor import MIN_SAMPLES, NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, Governor, decide
 
 SLO = (0.5, 0.05)  # TTFT p90, ITL p90 (seconds)
 RANGE = (8, 64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.lifecycle import EXIT_ENGINE_DEAD, Lifecycle
+from server.runtime.lifecycle import EXIT_ENGINE_DEAD, Lifecycle
 
 
 class Scopes:

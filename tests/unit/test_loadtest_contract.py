@@ -1,8 +1,9 @@
 """The harness's contract with wattserve, checked on the server's own definitions.
 
 `loadtest` talks to the server only over HTTP, so nothing but this test notices when either side renames
-a metric or label, or reshapes `usage.energy`: the metric page is rendered by `server.metrics` and the
-stream events by `server.protocol` and `server.sse`, then read back with the harness's own parsers.
+a metric or label, or reshapes `usage.energy`: the metric page is rendered by
+`server.observability.metrics` and the stream events by `server.protocol` and `server.api.sse`, then read
+back with the harness's own parsers.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from loadtest.client import Outcome, StreamingClient
 from loadtest.scrape import parse_metrics
 from loadtest.sse import SseParser
 from loadtest.workload import RequestSpec
+from server.api.sse import DONE, sse_event
 from server.energy.ledger import EnergyWindow, Share
 from server.errors import EngineUnavailableError, server_error_body
-from server.metrics import BASE_LABEL, RequestRecord, ServerMetrics, Status
+from server.observability.metrics import BASE_LABEL, RequestRecord, ServerMetrics, Status
 from server.protocol import ChatChunkChoice, ChatCompletionChunk, ChatDelta, EnergyUsage, Usage
-from server.sse import DONE, sse_event
 
 # The labels each harness name relies on (scrape.py's comments), beside the name.
 LABELS = {

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from server.policy import _log_crash
+from server.policy.serving_policy import _log_crash
 
 
 async def test_a_crashed_loop_is_logged_and_a_cancelled_one_is_not(caplog: pytest.LogCaptureFixture) -> None:

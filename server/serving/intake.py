@@ -17,13 +17,13 @@ from fastapi import Request
 from adapters.errors import AdapterNotFoundError
 from adapters.registry import AdapterRegistry
 from adapters.types import AdapterRef
-from server.admission import AdmissionController
-from server.disconnect import unless_disconnected
+from server.api.disconnect import unless_disconnected
 from server.energy.books import EnergyBooks
 from server.errors import ModelNotFoundError
-from server.flex_lane import FlexLane
-from server.metrics import ServerMetrics
-from server.request_scope import Generator, RequestScope
+from server.observability.metrics import ServerMetrics
+from server.policy.admission import AdmissionController
+from server.policy.flex_lane import FlexLane
+from server.serving.scope import Generator, RequestScope
 
 logger = logging.getLogger(__name__)
 

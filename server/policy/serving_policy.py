@@ -13,11 +13,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.admission import AdmissionController, EngineLoad
 from server.energy.carbon import CarbonModel
-from server.flex_lane import FlexLane
-from server.governor import Governor
-from server.metrics import ServerMetrics
+from server.observability.metrics import ServerMetrics
+from server.policy.admission import AdmissionController, EngineLoad
+from server.policy.flex_lane import FlexLane
+from server.policy.governor import Governor
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)

@@ -20,15 +20,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.types import AdapterRef
-from server.admission import Ticket
 from server.energy.ledger import EnergyAccount
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
 from server.errors import ClientDisconnectedError
-from server.histograms import BucketCounts
-from server.metrics import BASE_LABEL, RequestRecord, Status
+from server.observability.histograms import BucketCounts
+from server.observability.metrics import BASE_LABEL, RequestRecord, Status
+from server.policy.admission import Ticket
 
 if TYPE_CHECKING:
-    from server.scopes import RequestScopes
+    from server.serving.intake import RequestScopes
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvicorn
 
-from server.scopes import RequestScopes
+from server.serving.intake import RequestScopes
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,11 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
+from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
+from server.api.state import get_scopes
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import documented_errors
-from server.generation import prepare_chat
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -23,10 +25,8 @@ from server.protocol import (
     Usage,
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
-from server.scopes import RequestScopes
-from server.serving import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
-from server.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.state import get_scopes
+from server.serving.intake import RequestScopes
+from server.serving.prepare import prepare_chat
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from server.api.state import AppState, get_engine, get_state
 from server.errors import documented_errors
-from server.state import AppState, get_engine, get_state
 
 router = APIRouter()
 

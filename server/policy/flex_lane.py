@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.admission import EngineLoad
 from server.errors import EngineUnavailableError, OverloadedError
+from server.policy.admission import EngineLoad
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
-from server.auth import KeyMiddleware
-from server.body_limit import BodyLimitMiddleware
+from server.api.auth import KeyMiddleware
+from server.api.body_limit import BodyLimitMiddleware
+from server.api.lifespan import make_lifespan
+from server.api.routes import adapters, chat, completions, energy, health, models
+from server.api.state import AppState
 from server.energy.books import EnergyBooks
 from server.energy.carbon import CarbonModel
 from server.energy.floor import IdleFloor
@@ -19,13 +22,10 @@ from server.energy.meters.base import EnergyMeter
 from server.energy.meters.select import open_meter
 from server.energy.summary import EnergySummaryExporter
 from server.errors import install_error_handlers, openapi_without_422
-from server.generation import EngineClient
-from server.lifecycle import Lifecycle
-from server.lifespan import make_lifespan
-from server.metrics import BASE_LABEL, ServerMetrics
-from server.routes import adapters, chat, completions, energy, health, models
+from server.observability.metrics import BASE_LABEL, ServerMetrics
+from server.runtime.lifecycle import Lifecycle
+from server.serving.prepare import EngineClient
 from server.settings import ServerSettings
-from server.state import AppState
 
 
 def _no_stop(_: EngineClient) -> None:

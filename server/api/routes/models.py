@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from server.api.state import AppState, get_engine, get_state
 from server.errors import ModelNotFoundError, documented_errors
-from server.generation import EngineClient
 from server.protocol import ModelCard, ModelList
-from server.state import AppState, get_engine, get_state
+from server.serving.prepare import EngineClient
 
 router = APIRouter(responses=documented_errors(401, 503))
 

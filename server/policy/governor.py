@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.admission import AdmissionController
-from server.histograms import cumulative_buckets, quantile
-from server.metrics import ServerMetrics
+from server.observability.histograms import cumulative_buckets, quantile
+from server.observability.metrics import ServerMetrics
+from server.policy.admission import AdmissionController
 
 logger = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from server.disconnect import unless_disconnected
+from server.api.disconnect import unless_disconnected
+from server.api.sse import DONE, sse_event
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
-from server.metrics import Status
+from server.observability.metrics import Status
 from server.protocol import EnergyUsage, PromptTokensDetails, Usage
-from server.request_scope import EnergyFigures, RequestScope
-from server.sse import DONE, sse_event
+from server.serving.scope import EnergyFigures, RequestScope
 
 logger = logging.getLogger(__name__)
 

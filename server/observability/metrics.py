@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.energy.ledger import EnergyAccount, EnergyWindow
-from server.histograms import BucketCounts, BulkHistogram
+from server.observability.histograms import BucketCounts, BulkHistogram
 
 BASE_LABEL = "base"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)

@@ -13,10 +13,10 @@ from server.energy.books import EnergyBooks
 from server.energy.carbon import CarbonModel
 from server.energy.summary import EnergySummaryExporter
 from server.errors import EngineUnavailableError
-from server.generation import EngineClient
-from server.lifecycle import Lifecycle
-from server.metrics import ServerMetrics
-from server.scopes import RequestScopes
+from server.observability.metrics import ServerMetrics
+from server.runtime.lifecycle import Lifecycle
+from server.serving.intake import RequestScopes
+from server.serving.prepare import EngineClient
 
 
 @dataclass

@@ -9,15 +9,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 
-from server.adapter_startup import start_adapters, watch_adapter_dir
+from server.api.state import AppState
 from server.energy.meters.base import EnergyMeter
 from server.energy.sampler import EnergySampler
-from server.generation import EngineClient
-from server.metrics import Status
-from server.policy import start_policy
-from server.scopes import RequestScopes
+from server.observability.metrics import Status
+from server.policy.serving_policy import start_policy
+from server.runtime.startup_adapters import start_adapters, watch_adapter_dir
+from server.serving.intake import RequestScopes
+from server.serving.prepare import EngineClient
 from server.settings import ServerSettings
-from server.state import AppState
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from adapters.errors import AdapterError
 from adapters.loader import AdapterEngine, AdapterManager
 from adapters.registry import AdapterRegistry
 from adapters.types import AdapterState
-from server.base_model import base_model_info
+from server.runtime.base_model import base_model_info
 from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import AdapterNotFoundError
 from adapters.loader import AdapterManager
 from adapters.registry import AdapterEntry
+from server.api.state import AppState, get_state
 from server.errors import InvalidRequestError, documented_errors
-from server.state import AppState, get_state
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 409, 413, 503))
 

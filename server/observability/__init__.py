@@ -1,0 +1,1 @@
+"""Export only: every Prometheus metric, fed by the records the serving and energy layers emit."""

@@ -1,0 +1,1 @@
+"""When a request runs: the tier table's rules, admission, the flex lane and the SLO governor."""
