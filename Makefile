@@ -29,4 +29,4 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench-overhead: install
-	$(BIN)/python -m loadtest.overhead $(ARGS)
+	$(BIN)/python -m benchmarks.overhead $(ARGS)

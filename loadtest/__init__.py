@@ -1,1 +1,1 @@
-"""Load testing and benchmarks that drive any OpenAI-compatible server over HTTP."""
+"""Load testing of any OpenAI-compatible server over HTTP: the `wattserve-bench` harness."""

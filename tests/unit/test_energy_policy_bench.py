@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import energy_policy as bench
-from loadtest.aggregate import distribution
-from loadtest.energy_policy_report import (
+from benchmarks import energy_policy as bench
+from benchmarks.energy_policy_report import (
     SLO_WINDOW_S,
     configurations,
     judge,
@@ -18,6 +17,7 @@ from loadtest.energy_policy_report import (
     server_energy,
     slo_violations,
 )
+from loadtest.aggregate import distribution
 from loadtest.results import (
     Distribution,
     EnergySummary,
@@ -399,7 +399,7 @@ def test_markdown_has_a_row_per_run_and_tier_and_says_the_energy_is_estimated() 
     runs = four_runs()
     args = argparse.Namespace(**vars(bench.parse_args([])))
     report = {
-        "command": "python -m loadtest.energy_policy",
+        "command": "python -m benchmarks.energy_policy",
         "created": "2026-11-23",
         "machine": {"cpus": 2},
         "settings": bench.settings(args),

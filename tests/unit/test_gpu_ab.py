@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from loadtest import gpu_ab, gpu_model
-from loadtest.gpu_ab_commands import (
+from benchmarks import gpu_ab, gpu_model
+from benchmarks.gpu_ab_commands import (
     client_args,
     engine_flags,
     num_prompts,
@@ -20,7 +20,7 @@ from loadtest.gpu_ab_commands import (
     server_env,
     server_order,
 )
-from loadtest.gpu_ab_report import (
+from benchmarks.gpu_ab_report import (
     Criteria,
     compare,
     counter_deltas,
@@ -29,7 +29,7 @@ from loadtest.gpu_ab_report import (
     meter_source,
     run_record,
 )
-from loadtest.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
+from benchmarks.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
 
 PY = "/opt/py/bin/python"
 
@@ -284,7 +284,7 @@ def test_main_exits_2_without_a_gpu(
 def test_the_benchmark_modules_import_without_vllm_or_pynvml() -> None:
     code = (
         "import sys; sys.modules['vllm'] = sys.modules['pynvml'] = None; "
-        "import loadtest.gpu_ab, loadtest.gpu_ab_run, loadtest.gpu_energy, loadtest.gpu_model"
+        "import benchmarks.gpu_ab, benchmarks.gpu_ab_run, benchmarks.gpu_energy, benchmarks.gpu_model"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from loadtest import gpu_ab
-from loadtest.gpu_ab_run import ClientError, run_client, start_server_group, stop_server_group
+from benchmarks import gpu_ab
+from benchmarks.gpu_ab_run import ClientError, run_client, start_server_group, stop_server_group
 
 # A stand-in for vLLM's client that speaks the same signals: argv is fd-to-parent, fd-from-parent, then
 # a marker file it writes between "start" and "end", then how to behave.

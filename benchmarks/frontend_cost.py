@@ -6,7 +6,7 @@ stream asking for `--output-len` tokens with `ignore_eos`. The figure is the API
 CPU time (user + system, all its threads; the engine-core process is a child and is not counted) over
 the output tokens the server reported in `usage`, so it measures the frontend and not the engine.
 
-    python -m loadtest.frontend_cost [--rounds 3] [--concurrency 64] [--requests 256]
+    python -m benchmarks.frontend_cost [--rounds 3] [--concurrency 64] [--requests 256]
                                      [--output-len 256] [--api chat|completions] [--out DIR]
 
 The client is deliberately minimal (it keeps only the last event of each stream) and runs in this
@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from loadtest.overhead import ENGINE_FLAGS, SERVED_NAME, _model_path
+from benchmarks.overhead import ENGINE_FLAGS, SERVED_NAME, _model_path
 from loadtest.processes import start_server, stop_server
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."

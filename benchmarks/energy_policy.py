@@ -21,8 +21,8 @@ verdicts, and it judges four targets:
 - no SLO the governor violates (over the measured window, or in any 30-s slice of it) beyond those the
   fixed configuration also violates.
 
-    python -m loadtest.energy_policy [--rate 3] [--duration 150] [--out DIR]
-    python -m loadtest.energy_policy --calibrate 1,2,3,4,6      # busy share against the rate
+    python -m benchmarks.energy_policy [--rate 3] [--duration 150] [--out DIR]
+    python -m benchmarks.energy_policy --calibrate 1,2,3,4,6      # busy share against the rate
 
 `--calibrate` serves the flex-off configuration once and offers it each rate in turn, to choose a rate
 at which the engine is busy for about half the time. Reports: `energy_policy.json` and
@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from loadtest.energy_policy_report import (
+from benchmarks.energy_policy_report import (
     Configuration,
     calibration_markdown,
     configurations,
@@ -82,7 +82,7 @@ def _rates(text: str) -> list[float]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every default is shown by --help."""
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.energy_policy", description=__doc__, formatter_class=_Formatter
+        prog="python -m benchmarks.energy_policy", description=__doc__, formatter_class=_Formatter
     )
     load = parser.add_argument_group("load (the same for every run)")
     load.add_argument("--rate", type=float, default=3.0, help="requests/s, open-loop Poisson")
@@ -282,7 +282,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         runs[config.name] = run_configuration(config, args)
         print(f"{config.name}: done in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
     report = {
-        "command": shlex.join(["python", "-m", "loadtest.energy_policy", *argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.energy_policy", *argv]),
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": _machine(),
         "settings": settings(args),
@@ -313,7 +313,7 @@ def calibrate(args: argparse.Namespace, argv: list[str]) -> dict:
     finally:
         stop_server(process)
     report = {
-        "command": shlex.join(["python", "-m", "loadtest.energy_policy", *argv]),
+        "command": shlex.join(["python", "-m", "benchmarks.energy_policy", *argv]),
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": _machine(),
         "settings": settings(args)

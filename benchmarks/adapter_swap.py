@@ -4,7 +4,7 @@ Measures (1) the time from `POST /v1/adapters` (a replacement) to the first toke
 version, and (2) the p99 inter-token latency of other streams during replacements against the same load
 without them.
 
-    python -m loadtest.adapter_swap [--seconds 20] [--streams 6] [--swap-every 2] [--out DIR]
+    python -m benchmarks.adapter_swap [--seconds 20] [--streams 6] [--swap-every 2] [--out DIR]
 """
 
 from __future__ import annotations

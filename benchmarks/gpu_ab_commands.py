@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from loadtest.gpu_ab_report import SERVERS
+from benchmarks.gpu_ab_report import SERVERS
 
 __all__ = [
     "FIRST_RUN_SEED",

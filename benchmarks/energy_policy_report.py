@@ -1,4 +1,4 @@
-"""Figures, targets and the Markdown page of the energy-policy benchmark (`loadtest.energy_policy`).
+"""Figures, targets and the Markdown page of the energy-policy benchmark (`benchmarks.energy_policy`).
 
 Pure functions over the harness's `RunResult`, two `/v1/energy` documents (before and after a run) and
 the CPU time of the server's processes, so they are tested without a server.

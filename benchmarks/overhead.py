@@ -7,7 +7,7 @@ alternating over `--rounds` (which server goes first alternates too), each warme
 batch before the timed run. The report gives each server's output throughput and median TTFT and
 wattserve's ratios to the baseline's.
 
-    python -m loadtest.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
+    python -m benchmarks.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
                                 [--concurrency 32] [--out DIR]
 
 This talks to the servers over HTTP and runs them, and vLLM's client, as separate processes.

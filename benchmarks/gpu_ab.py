@@ -8,7 +8,7 @@ counters are read too, so its metered energy can be set against NVML's. Writes O
 run and the environment) and OUT/gpu_ab.md (a table per concurrency), prints the tables, and exits 1
 when a criterion fails, 2 when there is no GPU to measure.
 
-    python -m loadtest.gpu_ab [--out DIR] [--model-dir DIR] [--rounds 2] [--concurrency 8 64 256]
+    python -m benchmarks.gpu_ab [--out DIR] [--model-dir DIR] [--rounds 2] [--concurrency 8 64 256]
                               [--input-len 512] [--output-len 256] [--gpus 0] [--engine-args "..."]
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from loadtest.gpu_ab_commands import (
+from benchmarks.gpu_ab_commands import (
     FIRST_RUN_SEED,
     WARMUP_SEED,
     client_args,
@@ -40,10 +40,10 @@ from loadtest.gpu_ab_commands import (
     server_order,
     warmup_prompts,
 )
-from loadtest.gpu_ab_report import Criteria, compare, counter_totals, markdown, meter_source, run_record
-from loadtest.gpu_ab_run import CLIENT_SCRIPT, run_client, start_server_group, stop_server_group
-from loadtest.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
-from loadtest.gpu_model import ensure_model_dir
+from benchmarks.gpu_ab_report import Criteria, compare, counter_totals, markdown, meter_source, run_record
+from benchmarks.gpu_ab_run import CLIENT_SCRIPT, run_client, start_server_group, stop_server_group
+from benchmarks.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
+from benchmarks.gpu_model import ensure_model_dir
 
 __all__ = ["Window", "build_parser", "main", "run"]
 
@@ -290,9 +290,9 @@ def run(args: argparse.Namespace, energy: GpuEnergy, versions: Mapping[str, str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m loadtest.gpu_ab`."""
+    """The command line of `python -m benchmarks.gpu_ab`."""
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.gpu_ab",
+        prog="python -m benchmarks.gpu_ab",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
