@@ -15,6 +15,7 @@ from rich.console import Console
 
 from loadtest.config import RunConfig
 from loadtest.processes import start_server, stop_server
+from loadtest.results import RunResult
 from loadtest.runner import run_sync
 from loadtest.workload import WorkloadConfig
 
@@ -37,19 +38,25 @@ def calibration_config(url: str, rate: float, tokens: int, duration_s: float) ->
     )
 
 
-def calibrate(args: argparse.Namespace, console: Console) -> int:
-    """Start the stub, run the point, write the reports, and print the verdict."""
-    from loadtest.commands import write_reports  # noqa: PLC0415 - that module imports this one lazily
-
+def calibration_out(args: argparse.Namespace) -> Path:
+    """The report folder of a calibration (`--out`, else `loadtest-results/calibration`), created."""
     out = args.out or Path("loadtest-results") / "calibration"
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_calibration(args: argparse.Namespace, out: Path, console: Console) -> RunResult:
+    """Start the stub (its log in `out`), run the point against it, and stop it."""
     stub = [sys.executable, "-m", "loadtest.stub_server", "--itl-ms", str(args.stub_itl_ms)]
     process, url = start_server(stub, out / "stub.log")
     try:
-        result = run_sync(calibration_config(url, args.rate, args.tokens, args.duration), console)
+        return run_sync(calibration_config(url, args.rate, args.tokens, args.duration), console)
     finally:
         stop_server(process)
-    write_reports(result, out, console)
+
+
+def report_verdict(result: RunResult, args: argparse.Namespace, console: Console) -> int:
+    """Print the point's throughput, schedule lag and verdict; 1 if the verdict is "fail", else 0."""
     point = result.points[0]
     lag_ms = (point.schedule_lag_s.p99 or 0.0) * 1000
     console.print(

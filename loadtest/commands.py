@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from loadtest import reports
+from loadtest.calibrate import calibration_out, report_verdict, run_calibration
 from loadtest.config import RunConfig
 from loadtest.results import RunResult
 from loadtest.runner import TargetError, run_sync
@@ -121,6 +122,13 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    out = calibration_out(args)
+    result = run_calibration(args, out, console)
+    write_reports(result, out, console)
+    return report_verdict(result, args, console)
+
+
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command (`run`, `compare` or `calibrate`) and return its exit status."""
     # Tables are wide; a pipe or CI log is not a terminal and would otherwise get 80 columns.
@@ -129,6 +137,4 @@ def dispatch(args: argparse.Namespace) -> int:
         return _run(args, console)
     if args.command == "compare":
         return _compare(args, console)
-    from loadtest.calibrate import calibrate  # noqa: PLC0415 - it imports this module's write_reports
-
-    return calibrate(args, console)
+    return _calibrate(args, console)
