@@ -7,7 +7,7 @@ CPU time (user + system, all its threads; the engine-core process is a child and
 the output tokens the server reported in `usage`, so it measures the frontend and not the engine.
 
     python -m benchmarks.frontend_cost [--rounds 3] [--concurrency 64] [--requests 256]
-                                     [--output-len 256] [--api chat|completions] [--out DIR]
+                                       [--output-len 256] [--api chat|completions] [--out DIR]
 
 The client is deliberately minimal (it keeps only the last event of each stream) and runs in this
 process, so the servers never share a core with a heavier load generator.
@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from benchmarks.overhead import ENGINE_FLAGS, SERVED_NAME, _model_path
+from benchmarks.overhead import ENGINE_FLAGS, SERVED_NAME, embedded_model_path
 from loadtest.processes import start_server, stop_server
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run every round, alternating which server goes first, and write the report."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commands = server_commands(_model_path(), args.energy_meter)
+    commands = server_commands(embedded_model_path(), args.energy_meter)
     rounds: list[RoundResult] = []
     for round_index in range(args.rounds):
         order = list(commands) if round_index % 2 == 0 else list(reversed(commands))

@@ -9,7 +9,7 @@ run and the environment) and OUT/gpu_ab.md (a table per concurrency), prints the
 when a criterion fails, 2 when there is no GPU to measure.
 
     python -m benchmarks.gpu_ab [--out DIR] [--model-dir DIR] [--rounds 2] [--concurrency 8 64 256]
-                              [--input-len 512] [--output-len 256] [--gpus 0] [--engine-args "..."]
+                                [--input-len 512] [--output-len 256] [--gpus 0] [--engine-args "..."]
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from benchmarks.gpu_ab_commands import (
     warmup_prompts,
 )
 from benchmarks.gpu_ab_report import Criteria, compare, counter_totals, markdown, meter_source, run_record
-from benchmarks.gpu_ab_run import CLIENT_SCRIPT, run_client, start_server_group, stop_server_group
+from benchmarks.gpu_ab_run import CLIENT_SCRIPT, run_client
 from benchmarks.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
 from benchmarks.gpu_model import ensure_model_dir
+from loadtest.processes import start_server, stop_server
 
 __all__ = ["Window", "build_parser", "main", "run"]
 
@@ -142,7 +143,7 @@ def _serve_round(
     tag = f"r{round_index}-{server}"
     server_log = out / f"{tag}.server.log"
     _log(f"[{tag}] starting: {shlex.join(command)}")
-    process, url = start_server_group(command, server_log, env, args.start_timeout_s)
+    process, url = start_server(command, server_log, env, args.start_timeout_s)
 
     def run(name: str, concurrency: int, prompts: int, seed: int, window: Window | None) -> dict[str, Any]:
         if process.poll() is not None:
@@ -191,7 +192,7 @@ def _serve_round(
                 f"{record['failed']} failed"
             )
     finally:
-        stop_server_group(process)
+        stop_server(process)
 
 
 def _git_commit() -> str | None:

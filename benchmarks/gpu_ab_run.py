@@ -1,18 +1,14 @@
-"""Run servers in their own process groups, and vLLM's benchmark client with a signalled measured window."""
+"""Run vLLM's benchmark client with a signalled measured window (servers start with `loadtest.processes`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from loadtest.processes import free_port, wait_healthy
-
-__all__ = ["CLIENT_SCRIPT", "ClientError", "run_client", "start_server_group", "stop_server_group"]
+__all__ = ["CLIENT_SCRIPT", "ClientError", "run_client"]
 
 # vLLM's benchmark client, started through its Python entry points (the `vllm` console script is not
 # always usable). Its `benchmark` coroutine is wrapped so that the client says "start" just before its
@@ -48,96 +44,6 @@ serve.main(parser.parse_args(sys.argv[3:]))
 
 class ClientError(RuntimeError):
     """The benchmark client failed or did not report its measured window."""
-
-
-def start_server_group(
-    command: Sequence[str], log_path: Path, env: Mapping[str, str], timeout_s: float
-) -> tuple[subprocess.Popen, str]:
-    """Start `command --port <free port>` as the leader of a new process group; return it once healthy.
-
-    Args:
-        command: The server's command line, without `--port`.
-        log_path: Where the server's stdout and stderr go.
-        env: The server's environment.
-        timeout_s: How long to wait for `/health` to answer 200.
-
-    Returns:
-        The process and its base URL.
-
-    Raises:
-        RuntimeError: If the server exits before it is healthy.
-        TimeoutError: If it is not healthy within `timeout_s`.
-    """
-    port = free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env),
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, timeout_s)
-    except BaseException:
-        stop_server_group(process)
-        raise
-    return process, url
-
-
-def _group_alive(pgid: int) -> bool:
-    proc = Path("/proc")
-    if proc.is_dir():
-        # A killed member whose new parent never reaps it stays a zombie in the group: it holds no GPU
-        # memory any more, so only live members count (signal 0 would count zombies too).
-        for stat in proc.glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal still exists
-        return True
-    return True
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def stop_server_group(process: subprocess.Popen, grace_s: float = 60) -> None:
-    """Stop a server started by `start_server_group`: SIGTERM to its group, SIGKILL after `grace_s`.
-
-    The engine's worker processes are in the group and hold the GPU's memory, so this waits for the
-    whole group, not only its leader: the next server must find the GPU free.
-
-    Args:
-        process: The group's leader.
-        grace_s: How long the group may take to stop after SIGTERM.
-    """
-    pgid = process.pid  # a session leader's process group id is its pid
-    deadline = time.monotonic() + grace_s
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
-    if not _wait_group_gone(pgid, max(0.0, deadline - time.monotonic())):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    process.wait()
-    _wait_group_gone(pgid, 10)
 
 
 def run_client(

@@ -8,7 +8,7 @@ batch before the timed run. The report gives each server's output throughput and
 wattserve's ratios to the baseline's.
 
     python -m benchmarks.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
-                                [--concurrency 32] [--out DIR]
+                                  [--concurrency 32] [--out DIR]
 
 This talks to the servers over HTTP and runs them, and vLLM's client, as separate processes.
 """
@@ -42,7 +42,7 @@ BENCH_CLIENT = (
 )
 
 
-def _model_path() -> str:
+def embedded_model_path() -> str:
     """Start wattserve once on its embedded model and read the model's path from `/v1/models`."""
     process, url = start_server([sys.executable, "-m", "server", "serve", *ENGINE_FLAGS], Path(os.devnull))
     try:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run every round and return the report."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = _model_path()
+    model = embedded_model_path()
     wattserve = [
         sys.executable,
         "-m",

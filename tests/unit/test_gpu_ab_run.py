@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from benchmarks import gpu_ab
-from benchmarks.gpu_ab_run import ClientError, run_client, start_server_group, stop_server_group
+from benchmarks.gpu_ab_run import ClientError, run_client
+from loadtest.processes import start_server, stop_server
 
 # A stand-in for vLLM's client that speaks the same signals: argv is fd-to-parent, fd-from-parent, then
 # a marker file it writes between "start" and "end", then how to behave.
@@ -94,7 +95,7 @@ def _gone(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_stopping_a_server_stops_its_whole_process_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    process, url = start_server_group(
+    process, url = start_server(
         [sys.executable, "-c", FAKE_SERVER, str(pid_file)], tmp_path / "server.log", dict(os.environ), 30
     )
     child = int(pid_file.read_text())
@@ -102,7 +103,7 @@ def test_stopping_a_server_stops_its_whole_process_group(tmp_path: Path) -> None
     assert os.getpgid(child) == process.pid
     assert url.startswith("http://127.0.0.1:")
 
-    stop_server_group(process, grace_s=10)
+    stop_server(process, grace_s=10)
     assert process.returncode is not None
     assert _gone(child)
 
@@ -185,8 +186,8 @@ def fake_world(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
         return scrape
 
-    monkeypatch.setattr(gpu_ab, "start_server_group", start)
-    monkeypatch.setattr(gpu_ab, "stop_server_group", lambda process: world["events"].append(("stop",)))
+    monkeypatch.setattr(gpu_ab, "start_server", start)
+    monkeypatch.setattr(gpu_ab, "stop_server", lambda process: world["events"].append(("stop",)))
     monkeypatch.setattr(gpu_ab, "run_client", client)
     monkeypatch.setattr(gpu_ab, "_scraper", scraper)
     return world
