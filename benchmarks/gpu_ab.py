@@ -3,8 +3,9 @@
 Each round starts each server in turn (the first one alternates between rounds) in its own process
 group, waits for `/health`, runs one untimed warm-up, then one measured run per concurrency, driven by
 vLLM's own benchmark client (random dataset, chat endpoint, streamed, ignore_eos). NVML's total-energy
-counter of every metered GPU is read around each measured run; for wattserve its own `wattserve_*_total`
-counters are read too, so its metered energy can be set against NVML's. Writes OUT/gpu_ab.json (every
+counter of every metered GPU is read around each measured run, in this process, with the server's own
+NVML meter (see `benchmarks.gpu_energy`); for wattserve its own `wattserve_*_total` counters are read too,
+so the energy the server metered can be set against this independent reading. Writes OUT/gpu_ab.json (every
 run and the environment) and OUT/gpu_ab.md (a table per concurrency), prints the tables, and exits 1
 when a criterion fails, 2 when there is no GPU to measure.
 
@@ -77,7 +78,7 @@ class Window:
     def __init__(self, energy: GpuEnergy, scrape: Callable[[], str] | None) -> None:
         self._energy = energy
         self._scrape = scrape
-        self.energy_mj: list[list[int]] = []
+        self.energy_j: list[list[float]] = []
         self.at_s: list[float] = []
         self.pages: list[str] = []
 
@@ -85,12 +86,12 @@ class Window:
         """Read at the window's start (the slow scrape first, so the energy reading is nearest the run)."""
         if self._scrape is not None:
             self.pages.append(self._scrape())
-        self.energy_mj.append(self._energy.read_mj())
+        self.energy_j.append(self._energy.read_j())
         self.at_s.append(time.monotonic())
 
     def end(self) -> None:
         """Read at the window's end (the energy first, then the slow scrape)."""
-        self.energy_mj.append(self._energy.read_mj())
+        self.energy_j.append(self._energy.read_j())
         self.at_s.append(time.monotonic())
         if self._scrape is not None:
             self.pages.append(self._scrape())
@@ -100,7 +101,7 @@ class Window:
         counters = [counter_totals(page) for page in self.pages] or [None, None]
         return run_record(
             **run,
-            gpu_energy_j=energy_delta_j(*self.energy_mj),
+            gpu_energy_j=energy_delta_j(*self.energy_j),
             window_s=self.at_s[1] - self.at_s[0],
             counters_before=counters[0],
             counters_after=counters[1],
@@ -323,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--gpus",
         default=None,
-        help="GPUs to use and meter: NVML indices or UUIDs, comma-separated "
+        help="GPUs to use and meter: NVML indices, comma-separated "
         "(default: CUDA_VISIBLE_DEVICES, else every GPU).",
     )
     add("--python", default=sys.executable, help="Interpreter for the servers and the client.")

@@ -29,7 +29,7 @@ from benchmarks.gpu_ab_report import (
     meter_source,
     run_record,
 )
-from benchmarks.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_selection
+from benchmarks.gpu_energy import GpuEnergy, NoGpuError, energy_delta_j, gpu_descriptions, gpu_selection
 
 PY = "/opt/py/bin/python"
 
@@ -165,17 +165,20 @@ def test_an_existing_model_is_used_as_it_is(tmp_path: Path, monkeypatch: pytest.
     assert (tmp_path / "mine" / "config.json").read_text() == '{"model_type": "mine"}'
 
 
-# --- NVML ---
+# --- NVML, through the server's meter ---
 
 
 class FakeNvml:
-    """The slice of pynvml the benchmark uses, over `count` GPUs."""
+    """The slice of pynvml the server's NVML meter uses, over `count` GPUs with energy counters."""
 
     class NVMLError(Exception):
         pass
 
-    def __init__(self, count: int = 2, *, init_fails: bool = False, has_counter: bool = True) -> None:
-        self.count, self.init_fails, self.has_counter = count, init_fails, has_counter
+    class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's name
+        pass
+
+    def __init__(self, count: int = 2, *, init_fails: bool = False) -> None:
+        self.count, self.init_fails = count, init_fails
         self.energy_mj = [1_000_000 * (index + 1) for index in range(count)]
         self.shutdowns = 0
 
@@ -194,80 +197,74 @@ class FakeNvml:
             raise self.NVMLError("Invalid Argument")
         return index
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
-        return self.nvmlDeviceGetHandleByIndex(int(uuid.removeprefix("GPU-")))
-
-    def nvmlDeviceGetIndex(self, handle: int) -> int:
-        return handle
-
-    def nvmlDeviceGetName(self, handle: int) -> bytes:
-        return b"NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetUUID(self, handle: int) -> str:
-        return f"GPU-{handle}"
-
-    def nvmlDeviceGetPowerManagementLimit(self, handle: int) -> int:
-        return 700_000
-
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:
-        if not self.has_counter:
-            raise self.NVMLError("Not Supported")
         return self.energy_mj[handle]
 
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "580.159.04"
 
-    def nvmlSystemGetNVMLVersion(self) -> str:
-        raise self.NVMLError("Not Supported")
-
-
-def test_energy_is_read_on_the_selected_gpus_by_index_or_uuid() -> None:
+def test_energy_is_read_on_the_selected_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     nvml = FakeNvml(count=3)
-    energy = GpuEnergy.open(["2", "GPU-0"], load_nvml=lambda: nvml)
-    assert [gpu.index for gpu in energy.gpus] == [2, 0]
-    assert energy.gpus[0].name == "NVIDIA H100 80GB HBM3"
-    assert energy.gpus[0].power_limit_w == 700.0
-    before = energy.read_mj()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    energy = GpuEnergy.open([2, 0])
+    before = energy.read_j()
     nvml.energy_mj[2] += 1500
     nvml.energy_mj[0] += 500
     nvml.energy_mj[1] += 99_000  # not selected
-    assert energy_delta_j(before, energy.read_mj()) == 2.0
-    assert energy.environment()["driver_version"] == "580.159.04"
-    assert energy.environment()["nvml_version"] is None
+    assert energy_delta_j(before, energy.read_j()) == 2.0
     energy.close()
     assert nvml.shutdowns == 1
 
 
-def test_every_gpu_is_metered_when_none_is_selected() -> None:
-    energy = GpuEnergy.open(None, load_nvml=lambda: FakeNvml(count=2))
-    assert [gpu.uuid for gpu in energy.gpus] == ["GPU-0", "GPU-1"]
+def test_every_gpu_is_metered_when_none_is_selected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(count=2))
+    assert len(GpuEnergy.open(None).read_j()) == 2
 
 
 def test_gpu_selection_comes_from_the_flag_then_cuda_visible_devices() -> None:
-    assert gpu_selection("0, 1", {"CUDA_VISIBLE_DEVICES": "3"}) == ["0", "1"]
-    assert gpu_selection(None, {"CUDA_VISIBLE_DEVICES": "3"}) == ["3"]
+    assert gpu_selection("0, 1", {"CUDA_VISIBLE_DEVICES": "3"}) == [0, 1]
+    assert gpu_selection(None, {"CUDA_VISIBLE_DEVICES": "3"}) == [3]
     assert gpu_selection(None, {}) is None
     with pytest.raises(NoGpuError, match="no GPU selected"):
         gpu_selection(None, {"CUDA_VISIBLE_DEVICES": ""})
-
-
-def _missing() -> Any:
-    raise ModuleNotFoundError("No module named 'pynvml'")
+    with pytest.raises(NoGpuError, match="by NVML index"):
+        gpu_selection("GPU-0", {})
 
 
 @pytest.mark.parametrize(
-    ("load_nvml", "selection", "message"),
+    ("pynvml", "selection", "message"),
     [
-        (_missing, None, "pynvml is not installed"),
-        (lambda: FakeNvml(init_fails=True), None, "Driver Not Loaded"),
-        (lambda: FakeNvml(count=0), None, "finds no GPU"),
-        (lambda: FakeNvml(count=1), ["1"], "cannot open"),
-        (lambda: FakeNvml(has_counter=False), None, "no NVML energy counter"),
+        (None, None, "pynvml is not installed"),
+        (FakeNvml(init_fails=True), None, "Driver Not Loaded"),
+        (FakeNvml(count=0), None, "found no visible GPU"),
+        (FakeNvml(count=1), [1], "found no visible GPU"),
+        (FakeNvml(count=2), [0, 5], "cannot open the GPUs"),
     ],
 )
-def test_no_usable_gpu_is_refused(load_nvml: Any, selection: list[str] | None, message: str) -> None:
+def test_no_usable_gpu_is_refused(
+    pynvml: Any, selection: list[int] | None, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", pynvml)  # None: the import fails
     with pytest.raises(NoGpuError, match=message):
-        GpuEnergy.open(selection, load_nvml=load_nvml)
+        GpuEnergy.open(selection)
+
+
+def test_gpus_are_described_from_nvidia_smi_in_the_selections_order() -> None:
+    rows = (
+        "0, NVIDIA H100 80GB HBM3, GPU-a, 700.00, 580.159.04\n"
+        "1, NVIDIA H100 80GB HBM3, GPU-b, [N/A], 580.159.04\n"
+    )
+
+    def run(command: list[str], **_: Any) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(command, 0, stdout=rows)
+
+    described = gpu_descriptions([1, 0], run=run)
+    assert [gpu["uuid"] for gpu in described["gpus"]] == ["GPU-b", "GPU-a"]
+    assert [gpu["power_limit_w"] for gpu in described["gpus"]] == [None, 700.0]
+    assert described["driver_version"] == "580.159.04"
+
+    def missing(command: list[str], **_: Any) -> subprocess.CompletedProcess:
+        raise FileNotFoundError(command[0])
+
+    assert gpu_descriptions(None, run=missing) == {"gpus": None, "driver_version": None}
 
 
 @pytest.mark.parametrize("pynvml", [None, FakeNvml(init_fails=True), FakeNvml(count=0)])

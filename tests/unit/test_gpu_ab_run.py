@@ -115,12 +115,12 @@ class FakeEnergy:
     """One GPU whose counter grows 100 J at every read."""
 
     def __init__(self) -> None:
-        self.mj = 0
+        self.joules = 0.0
         self.closed = False
 
-    def read_mj(self) -> list[int]:
-        self.mj += 100_000
-        return [self.mj]
+    def read_j(self) -> list[float]:
+        self.joules += 100.0
+        return [self.joules]
 
     def environment(self) -> dict[str, Any]:
         return {"gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3"}], "driver_version": "580"}
