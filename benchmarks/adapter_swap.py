@@ -20,20 +20,16 @@ from pathlib import Path
 
 import httpx
 
+from loadtest.aggregate import distribution
 from loadtest.processes import start_server, stop_server
 
 ADMIN_KEY = "bench-admin"
 PROMPT = "The sea was calm and"
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation as numpy's default."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q / 100
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+def _gaps_ms(gaps_s: list[float]) -> dict:
+    gaps_ms = distribution([1000 * gap for gap in gaps_s])
+    return {"p50": gaps_ms.p50, "p99": gaps_ms.p99, "gaps": gaps_ms.count}
 
 
 async def stream_gaps(http: httpx.AsyncClient, model: str, max_tokens: int) -> tuple[list[float], float, str]:
@@ -106,16 +102,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
             "p50": 1000 * statistics.median(swap_times),
             "max": 1000 * max(swap_times),
         },
-        "itl_ms_without_swaps": {
-            "p50": 1000 * percentile(quiet, 50),
-            "p99": 1000 * percentile(quiet, 99),
-            "gaps": len(quiet),
-        },
-        "itl_ms_during_swaps": {
-            "p50": 1000 * percentile(busy, 50),
-            "p99": 1000 * percentile(busy, 99),
-            "gaps": len(busy),
-        },
+        "itl_ms_without_swaps": _gaps_ms(quiet),
+        "itl_ms_during_swaps": _gaps_ms(busy),
     }
 
 

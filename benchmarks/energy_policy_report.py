@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest.aggregate import distribution
+from loadtest.aggregate import distribution, ratio
 from loadtest.results import Distribution, PointResult, RequestRecord, RunResult, TierSummary
 
 DEFAULT_TIER = "default"
@@ -70,10 +70,6 @@ def _delta(after: dict, before: dict, key: str) -> float:
     return float(after.get(key) or 0.0) - float(before.get(key) or 0.0)
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
-
-
 def server_energy(before: dict, after: dict) -> dict:
     """What `/v1/energy` says about one run: the difference of its documents before and after it."""
     metered_s = _delta(after, before, "metered_seconds")
@@ -86,9 +82,9 @@ def server_energy(before: dict, after: dict) -> dict:
         tiers[tier] = {
             "requests": round(requests),
             "output_tokens": round(tier_tokens),
-            "joules_per_output_token": _ratio(_delta(group, earlier, "joules"), tier_tokens),
-            "dynamic_joules_per_output_token": _ratio(_delta(group, earlier, "dynamic_joules"), tier_tokens),
-            "mean_flex_lane_wait_s": _ratio(_delta(group, earlier, "flex_lane_wait_seconds"), requests),
+            "joules_per_output_token": ratio(_delta(group, earlier, "joules"), tier_tokens),
+            "dynamic_joules_per_output_token": ratio(_delta(group, earlier, "dynamic_joules"), tier_tokens),
+            "mean_flex_lane_wait_s": ratio(_delta(group, earlier, "flex_lane_wait_seconds"), requests),
         }
     return {
         "source": after.get("source"),
@@ -96,11 +92,11 @@ def server_energy(before: dict, after: dict) -> dict:
         "attributed_joules": _delta(after, before, "attributed_joules"),
         "idle_joules": _delta(after, before, "idle_joules"),
         "metered_seconds": metered_s,
-        "busy_share": _ratio(_delta(after, before, "busy_seconds"), metered_s),
-        "mean_watts": _ratio(_delta(after, before, "joules_since_start"), metered_s),
+        "busy_share": ratio(_delta(after, before, "busy_seconds"), metered_s),
+        "mean_watts": ratio(_delta(after, before, "joules_since_start"), metered_s),
         "idle_floor_watts": after.get("idle_floor_watts"),
         "output_tokens": round(tokens),
-        "attributed_joules_per_output_token": _ratio(_delta(after, before, "attributed_joules"), tokens),
+        "attributed_joules_per_output_token": ratio(_delta(after, before, "attributed_joules"), tokens),
         "tiers": tiers,
     }
 

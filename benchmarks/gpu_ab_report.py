@@ -10,6 +10,8 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.aggregate import ratio
+
 __all__ = [
     "SERVERS",
     "Comparison",
@@ -148,10 +150,6 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return numerator / denominator if numerator is not None and denominator else None
-
-
 @dataclass(frozen=True)
 class Comparison:
     """Both servers at one concurrency: medians over rounds, ratios wattserve/vLLM and the verdict.
@@ -207,10 +205,10 @@ def compare(runs: Sequence[Mapping[str, Any]], criteria: Criteria) -> list[Compa
             server: {metric: _median(run.get(metric) for run in at[server]) for metric in MEDIAN_METRICS}
             for server in SERVERS
         }
-        throughput = _ratio(
+        throughput = ratio(
             medians["wattserve"]["output_throughput_tok_s"], medians["vllm"]["output_throughput_tok_s"]
         )
-        ttft = _ratio(medians["wattserve"]["ttft_p50_ms"], medians["vllm"]["ttft_p50_ms"])
+        ttft = ratio(medians["wattserve"]["ttft_p50_ms"], medians["vllm"]["ttft_p50_ms"])
         comparisons.append(
             Comparison(
                 concurrency=concurrency,
@@ -219,7 +217,7 @@ def compare(runs: Sequence[Mapping[str, Any]], criteria: Criteria) -> list[Compa
                 failed_requests={server: sum(run["failed"] for run in at[server]) for server in SERVERS},
                 throughput_ratio=throughput,
                 ttft_p50_ratio=ttft,
-                j_per_token_ratio=_ratio(
+                j_per_token_ratio=ratio(
                     medians["wattserve"]["gpu_j_per_output_token"], medians["vllm"]["gpu_j_per_output_token"]
                 ),
                 throughput_ok=throughput is not None and throughput >= criteria.min_throughput_ratio,

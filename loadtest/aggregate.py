@@ -38,6 +38,13 @@ def distribution(values: list[float]) -> Distribution:
     )  # fmt: skip
 
 
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """`numerator / denominator`; None when either is missing or the denominator is zero."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
 def _values(records: list[RequestRecord], attribute: str) -> list[float]:
     return [value for r in records if (value := getattr(r, attribute)) is not None]
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from loadtest.aggregate import ratio
 from loadtest.reports.cells import DASH, format_ms, format_number
 from loadtest.results import PointResult, RunResult, energy_field
 
@@ -85,12 +86,6 @@ class ComparedPoint:
         return f"{self.label_a or DASH} | {self.label_b or DASH}"
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or a == 0:
-        return None
-    return b / a
-
-
 def compare_results(a: RunResult, b: RunResult) -> list[ComparedPoint]:
     """Pair the points of two runs by position and compare `METRICS` on each pair.
 
@@ -119,14 +114,14 @@ def compare_results(a: RunResult, b: RunResult) -> list[ComparedPoint]:
         for metric in METRICS:
             va = None if pa is None else metric.read(pa)
             vb = None if pb is None else metric.read(pb)
-            metrics.append(MetricComparison(metric, va, vb, _ratio(va, vb)))
+            metrics.append(MetricComparison(metric, va, vb, ratio(vb, va)))
         compared.append(ComparedPoint(position, label_a, label_b, note, tuple(metrics)))
     return compared
 
 
-def format_ratio(ratio: float | None) -> str:
+def format_ratio(value: float | None) -> str:
     """Format B/A as a multiplier."""
-    return DASH if ratio is None else f"{ratio:.2f}×"
+    return DASH if value is None else f"{value:.2f}×"
 
 
 def _ratio_style(comparison: MetricComparison) -> str:
