@@ -7,16 +7,14 @@ import logging
 import os
 import sys
 
-import uvicorn
 from pydantic import ValidationError
-from starlette.types import ASGIApp
 
-from server.api.app import create_app
+from server.api.http_server import DrainingServer, uvicorn_config
 from server.cli import parse_command_line, settings_from
+from server.compose import compose
 from server.default_model import MODEL_NAME, ensure_default_model
 from server.engine import spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
-from server.runtime.lifecycle import DrainingServer
 from server.settings import ServerSettings
 
 logger = logging.getLogger("wattserve")
@@ -50,24 +48,6 @@ def use_default_model(args: argparse.Namespace, settings: ServerSettings) -> Non
     )
 
 
-def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
-    """How uvicorn serves the app: address, TLS, access log, graceful-shutdown bound."""
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=not settings.disable_uvicorn_access_log,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        ssl_keyfile=settings.ssl_keyfile,
-        ssl_certfile=settings.ssl_certfile,
-        ssl_ca_certs=settings.ssl_ca_certs,
-        ssl_cert_reqs=settings.ssl_cert_reqs,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `wattserve` command."""
     args = parse_command_line(argv)
@@ -98,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return VllmEngine.start(engine_args, chat_template=chat_template)
 
-    app = create_app(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
-    config = uvicorn_config(app, settings)
-    lifecycle = app.state.wattserve.lifecycle
+    composed = compose(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
+    config = uvicorn_config(composed.app, settings)
+    lifecycle = composed.lifecycle
     server = DrainingServer(config, on_signal=lifecycle.on_signal)
     lifecycle.bind_server(lambda: setattr(server, "should_exit", True))
     server.run()

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from server.tiers import RequestedTier, Tier, served_tier
+
 # Fields OpenAI documents that this server does not implement: a request naming one gets a 400 that
 # says which, instead of being silently ignored.
 UNSUPPORTED_CHAT_FIELDS = frozenset(
@@ -91,8 +93,8 @@ class SamplingFields(StrictModel):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     min_tokens: int = Field(default=0, ge=0, le=INT32_MAX)
     ignore_eos: bool = False
-    # OpenAI's service tiers: `auto` and `default` are served alike; `flex` trades latency for energy.
-    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+    # OpenAI's service tiers (`server.tiers`): `auto` and `default` are served alike.
+    service_tier: RequestedTier | None = None
 
     @model_validator(mode="after")
     def _check_stop_and_stream(self) -> SamplingFields:
@@ -109,9 +111,9 @@ class SamplingFields(StrictModel):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
     @property
-    def tier(self) -> str:
+    def tier(self) -> Tier:
         """The service tier the request is served in (`auto` and unset are `default`)."""
-        return "default" if self.service_tier in (None, "auto") else self.service_tier
+        return served_tier(self.service_tier)
 
     @property
     def include_usage(self) -> bool:

@@ -166,7 +166,7 @@ def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
         prompt_tokens_details=details,
-        service_tier=scope.tier,
+        service_tier=scope.tier.name,
         energy=None if energy is None else EnergyUsage(**vars(energy)),
     )
 

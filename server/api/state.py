@@ -9,30 +9,40 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
-from server.energy.books import EnergyBooks
-from server.energy.carbon import CarbonModel
 from server.energy.summary import EnergySummaryExporter
+from server.engine.protocol import EngineClient
 from server.errors import EngineUnavailableError
-from server.observability.metrics import ServerMetrics
-from server.runtime.lifecycle import Lifecycle
-from server.serving.intake import RequestScopes
-from server.serving.prepare import EngineClient
+from server.serving.intake import RequestIntake
+
+NOT_RUNNING = "The engine is not running."
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What exists while the engine runs, built at once by the composition root once the engine is up."""
+
+    engine: EngineClient
+    adapters: AdapterManager | None
+    intake: RequestIntake
 
 
 @dataclass
 class AppState:
-    """What request handlers share: built by `create_app`, completed by the lifespan."""
+    """What request handlers share.
+
+    Everything but `serving` is built with the app; `serving` is the engine's life: None before the
+    engine is up and from the start of shutdown on, when generation routes answer 503.
+    """
 
     registry: CollectorRegistry  # wattserve's metrics; vLLM's live on the process registry
-    metrics: ServerMetrics
-    books: EnergyBooks
     energy_summary: EnergySummaryExporter
-    carbon: CarbonModel
-    lifecycle: Lifecycle
-    engine: EngineClient | None = None
-    adapters: AdapterManager | None = None
-    scopes: RequestScopes | None = None
+    serving: Serving | None = None
     started_at: float = field(default_factory=time.time)
+
+    @property
+    def engine_healthy(self) -> bool:
+        """Whether an engine is up and has not died."""
+        return self.serving is not None and not self.serving.engine.is_dead
 
 
 def get_state(request: Request) -> AppState:
@@ -40,17 +50,19 @@ def get_state(request: Request) -> AppState:
     return request.app.state.wattserve
 
 
+def get_serving(request: Request) -> Serving:
+    """What serves while the engine runs, or a 503 while it does not."""
+    serving = get_state(request).serving
+    if serving is None:
+        raise EngineUnavailableError(NOT_RUNNING)
+    return serving
+
+
 def get_engine(request: Request) -> EngineClient:
     """The running engine, or a 503 while there is none."""
-    engine = get_state(request).engine
-    if engine is None:
-        raise EngineUnavailableError("The engine is not running.")
-    return engine
+    return get_serving(request).engine
 
 
-def get_scopes(request: Request) -> RequestScopes:
+def get_intake(request: Request) -> RequestIntake:
     """Where generation requests open their scope, or a 503 while the server cannot take them."""
-    scopes = get_state(request).scopes
-    if scopes is None:
-        raise EngineUnavailableError("The engine is not running.")
-    return scopes
+    return get_serving(request).intake

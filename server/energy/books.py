@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from server.energy.ledger import EnergyAccount, EnergyLedger, EnergyWindow
-from server.energy.sampler import NullSampler, Reading
+from server.energy.sampler import Reading
 
 
 class EnergyExporter(Protocol):
@@ -42,13 +42,18 @@ class EnergyBooks:
     """Owns the ledger for the server's life; `metering` is false with `--energy-meter none`."""
 
     def __init__(
-        self, ledger: EnergyLedger, source: str, devices: Sequence[str], exporters: Sequence[EnergyExporter]
+        self,
+        ledger: EnergyLedger,
+        source: str,
+        devices: Sequence[str],
+        exporters: Sequence[EnergyExporter],
+        sampler: Sampler,
     ) -> None:
         self.ledger = ledger
         self.source = source
         self.devices = list(devices)
         self.metering = source != "none"
-        self.sampler: Sampler = NullSampler()
+        self.sampler = sampler
         self._exporters = list(exporters)
         self._last_reading: Reading | None = None
 

@@ -15,26 +15,25 @@ logger = logging.getLogger(__name__)
 Reading = tuple[float, list[float]]  # (monotonic seconds, cumulative joules per device)
 
 
+def _unstarted(_: Reading) -> None:
+    raise RuntimeError("the sampler hands readings on only once started")
+
+
 class EnergySampler:
     """Reads `meter` every `period_s` on its own thread and hands each reading to `on_reading` on the loop."""
 
-    def __init__(
-        self,
-        meter: EnergyMeter,
-        on_reading: Callable[[Reading], None],
-        loop: asyncio.AbstractEventLoop,
-        period_s: float = 0.1,
-    ) -> None:
+    def __init__(self, meter: EnergyMeter, loop: asyncio.AbstractEventLoop, period_s: float = 0.1) -> None:
         self._meter = meter
-        self._on_reading = on_reading
+        self._on_reading: Callable[[Reading], None] = _unstarted
         self._loop = loop
         self._period_s = period_s
         self._lock = threading.Lock()  # meters keep state between reads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wattserve-energy-sampler", daemon=True)
 
-    def start(self) -> None:
-        """Start the thread; its first reading is taken at once, off the event loop."""
+    def start(self, on_reading: Callable[[Reading], None]) -> None:
+        """Start the thread, handing each reading to `on_reading` on the loop; the first is taken at once."""
+        self._on_reading = on_reading
         self._thread.start()
 
     def _read(self) -> Reading:
@@ -72,7 +71,7 @@ class EnergySampler:
 class NullSampler:
     """The sampler with no meter (`--energy-meter none`): nothing is read, nothing is waited for."""
 
-    def start(self) -> None:
+    def start(self, on_reading: Callable[[Reading], None]) -> None:
         """Nothing to start."""
 
     async def read_now(self) -> None:

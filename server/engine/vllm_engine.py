@@ -98,10 +98,12 @@ class _StepLogger(StatLoggerBase):
 class VllmEngine:
     """Serve one base model with vLLM's `AsyncLLM` (continuous batching, paged attention)."""
 
-    def __init__(self, llm: AsyncLLM, served_model_name: str, chat_template: str | None = None) -> None:
+    def __init__(
+        self, llm: AsyncLLM, served_model_name: str, steps: StepRelay, chat_template: str | None = None
+    ) -> None:
         self._llm = llm
         self._chat_template = chat_template  # None: the tokenizer's own
-        self.steps = StepRelay()
+        self._steps = steps
         self.served_model_name = served_model_name
         self.max_model_len: int = llm.model_config.max_model_len
         self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
@@ -141,15 +143,13 @@ class VllmEngine:
         # collections that streaming's allocations trigger do not walk it again and again.
         gc.collect()
         gc.freeze()
-        engine = cls(llm, str(name), chat_template)
-        engine.steps = steps
-        return engine
+        return cls(llm, str(name), steps, chat_template)
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
-        self.steps.on_step = on_step
+        self._steps.on_step = on_step
 
-    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
+    async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
         """Tokenize a completion prompt (or take its token ids as given)."""
         renderer = self._llm.renderer
         with _vllm_errors():
@@ -164,7 +164,7 @@ class VllmEngine:
         """The text of some token ids."""
         return self._llm.get_tokenizer().decode(token_ids)
 
-    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
+    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
         """Apply the tokenizer's chat template to `messages` and tokenize the result."""
         renderer = self._llm.renderer
         with _vllm_errors():

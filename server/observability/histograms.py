@@ -1,13 +1,12 @@
 """A Prometheus histogram fed a whole request's bucket counts at once.
 
 prometheus_client's `Histogram` observes one value per call (a lock and a walk over the buckets each
-time). Inter-token latency comes one value per streamed token, so a request counts its gaps into a plain
-list as they come (one bisect each) and hands the list over once, when it ends.
+time). Inter-token latency comes one value per streamed token, so a request counts its gaps into a
+`BucketCounts` as they come and hands them over once, when it ends.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Iterator, Sequence
 
@@ -15,21 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-
-class BucketCounts:
-    """One request's observations: a count per bucket (the last is +Inf) and their sum."""
-
-    __slots__ = ("_bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self._bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Count one value (upper bounds are inclusive, as in Prometheus)."""
-        self.counts[bisect.bisect_left(self._bounds, value)] += 1
-        self.total += value
+from server.outcome import BucketCounts
 
 
 class BulkHistogram(Collector):
@@ -80,31 +65,3 @@ class BulkHistogram(Collector):
                 buckets.append(("+Inf" if math.isinf(bound) else repr(float(bound)), running))
             family.add_metric(list(values), buckets, total[0])
         yield family
-
-
-def cumulative_buckets(metric: Collector, skip_tiers: Sequence[str] = ()) -> list[tuple[float, float]]:
-    """A histogram's cumulative buckets, summed over its label sets but those of `skip_tiers`."""
-    totals: dict[float, float] = {}
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket") and sample.labels.get("tier") not in skip_tiers:
-                bound = float(sample.labels["le"])
-                totals[bound] = totals.get(bound, 0.0) + sample.value
-    return sorted(totals.items())
-
-
-def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
-    """The q-quantile of cumulative buckets, interpolated as Prometheus does (None when empty)."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower_bound
-            if count == lower_count:
-                return bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
-        lower_bound, lower_count = bound, count
-    return lower_bound

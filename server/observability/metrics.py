@@ -1,18 +1,20 @@
 """Every wattserve Prometheus metric, on an injected registry; the hot path only calls inc/observe/set.
 
 Base units throughout (seconds, joules, grams). Label values come from bounded sets: `adapter` is "base"
-or a name the adapter registry holds; `tier`, `phase` and `status` come from the enums below.
+or a name the adapter registry holds; `tier` comes from the tier table (`server.tiers`), `phase` and
+`status` from enums.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.energy.ledger import EnergyAccount, EnergyWindow
-from server.observability.histograms import BucketCounts, BulkHistogram
+from server.observability.histograms import BulkHistogram
+from server.outcome import RequestRecord, Status
+from server.tiers import TIERS
 
 BASE_LABEL = "base"
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
@@ -26,37 +28,6 @@ class Phase(str, enum.Enum):
 
     PREFILL = "prefill"
     DECODE = "decode"
-
-
-class Status(str, enum.Enum):
-    """How a request ended."""
-
-    OK = "ok"
-    ABORTED = "aborted"
-    ERROR = "error"
-
-
-class Tier(str, enum.Enum):
-    """OpenAI's service tiers as served here (`auto` is served as `default`)."""
-
-    DEFAULT = "default"
-    FLEX = "flex"
-    PRIORITY = "priority"
-
-
-@dataclass
-class RequestRecord:
-    """One finished engine request's timing, as the exporters need it (collected by the request scope)."""
-
-    adapter: str
-    tier: str
-    status: Status
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float | None = None
-    e2e_s: float = 0.0
-    queue_s: float | None = None
-    itl: BucketCounts | None = None
 
 
 class ServerMetrics:
@@ -206,9 +177,9 @@ class ServerMetrics:
 
     def adapter_added(self, adapter: str) -> None:
         """Create an adapter's series up front, so they read 0 before its first request."""
-        for tier in Tier:
-            labels = {"adapter": adapter, "tier": tier.value}
-            self.itl.labels(adapter, tier.value)
+        for tier in TIERS:
+            labels = {"adapter": adapter, "tier": tier}
+            self.itl.labels(adapter, tier)
             for metric in (
                 self.ttft,
                 self.e2e,
@@ -229,9 +200,11 @@ class ServerMetrics:
                 self.energy.labels(**labels, phase=phase.value)
 
     def record(self, record: RequestRecord) -> None:
-        """Export one finished request's timing and tokens."""
+        """Export one ended request's timing and tokens (only its status, if it never reached the engine)."""
         labels = {"adapter": record.adapter, "tier": record.tier}
         self.requests.labels(**labels, status=record.status.value).inc()
+        if not record.reached_engine:  # its energy is settled through the ledger like any other
+            return
         self.prompt_tokens.labels(**labels).inc(record.prompt_tokens)
         self.generation_tokens.labels(**labels).inc(record.completion_tokens)
         self.e2e.labels(**labels).observe(record.e2e_s)
@@ -241,10 +214,6 @@ class ServerMetrics:
             self.queue.labels(**labels).observe(record.queue_s)
         if record.itl is not None:
             self.itl.add((record.adapter, record.tier), record.itl)
-
-    def record_unserved(self, adapter: str, tier: str, status: Status) -> None:
-        """Count a request admitted but ended before it reached the engine (its energy comes settled)."""
-        self.requests.labels(adapter=adapter, tier=tier, status=status.value).inc()
 
     def governor_decided(self, action: str, reason: str, window_s: float, max_running: int) -> None:
         """Export one governor decision."""

@@ -5,11 +5,13 @@ Invariants:
 - A queued request is woken only with a ticket already counted for it, so a slot is never lost between
   the release that frees it and the waiter that takes it; a waiter that went away hands its ticket on.
 - The queue never holds more than `max_queued` requests; one more is refused at once, never parked.
-- Order: the priority tier first, then by arrival. A flex request released from its lane keeps its arrival
-  time, so it goes ahead of default requests that came after it and is never starved.
+- Order: by the tier's admission rank (`server.tiers`), then by arrival. A flex request released from its
+  lane keeps its arrival time, so it goes ahead of default requests that came after it and is never
+  starved.
 
-With a batching window (set by the governor), a default request that finds the engine nearly idle waits
-up to the window for companions, as Triton's dynamic batcher does, so they start as one batch.
+With a batching window (set by the governor), a request of a tier that waits for companions (default)
+that finds the engine nearly idle waits up to the window for them, as Triton's dynamic batcher does, so
+they start as one batch.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from server.errors import EngineUnavailableError, OverloadedError
+from server.tiers import Tier
 
 # Retry-After is an estimate from the recent completion rate, kept within these bounds (seconds).
 MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S = 1, 60
 RATE_WINDOW_S = 30.0
 CLOSED = "The server is shutting down or its engine has stopped; it takes no new requests."
-TIER_RANK = {"priority": 0, "default": 1, "flex": 1}
 
 
 class Ticket:
@@ -98,12 +100,13 @@ class AdmissionController:
         """Requests waiting for a slot."""
         return self._waiting
 
-    async def admit(self, tier: str, arrival_s: float | None = None) -> Ticket:
+    async def admit(self, tier: Tier, arrival_s: float | None = None) -> Ticket:
         """A slot now, or a place in the queue until one frees.
 
         Args:
-            tier: The request's service tier (`priority` goes first).
-            arrival_s: When the request arrived (monotonic); a flex request passes its lane entry time.
+            tier: The request's service tier (its admission rank orders the queue).
+            arrival_s: When the request arrived (monotonic); a flex request passes its arrival before
+                the lane, not the moment it left the lane.
 
         Raises:
             OverloadedError: The queue is full (429 with a Retry-After estimate).
@@ -111,7 +114,7 @@ class AdmissionController:
         """
         if self.closed:
             raise EngineUnavailableError(CLOSED)
-        if tier == "default" and self.batch_window_s > 0 and self._nearly_idle():
+        if tier.waits_for_companions and self.batch_window_s > 0 and self._nearly_idle():
             await self._gather()
         if self.running < self.max_running and not self.queued:
             self.running += 1
@@ -123,7 +126,7 @@ class AdmissionController:
                 retry_after_s=self.retry_after_s(),
             )
         now = time.monotonic()
-        waiter = _Waiter(TIER_RANK.get(tier, 1), arrival_s or now, next(self._sequence), _future())
+        waiter = _Waiter(tier.admission_rank, arrival_s or now, next(self._sequence), _future())
         heapq.heappush(self._queue, waiter)
         self._waiting += 1
         try:

@@ -3,8 +3,8 @@
 Two levers, both without privileges: how long a default request that finds the engine nearly idle may
 wait for companions (the admission batching window), and how many requests may run at once. Every
 `period_s` it reads the p90 time to first token and inter-token latency over the last `lookback_s` from
-the latency histograms (of every tier but flex, whose requests wait in their lane by design and have no
-latency objective), and the live J/token from the energy summary, then:
+the server's own latency tracker (governed tiers only: flex requests wait in their lane by design and
+have no latency objective), and the live J/token from the energy summary, then:
 - p90 over an SLO: the window closes and concurrency steps back (`slo_violated`);
 - p90 above `NARROW_AT` of an SLO: the window halves, concurrency steps back (`slo_at_risk`);
 - p90 below `WIDEN_BELOW` of every SLO: the window grows by a step, concurrency returns (`slack`).
@@ -20,10 +20,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from server.observability.histograms import cumulative_buckets, quantile
-from server.observability.metrics import ServerMetrics
 from server.policy.admission import AdmissionController
+from server.policy.latency import Buckets, LatencyTracker, quantile
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,14 @@ WIDEN_BELOW = 0.6
 WINDOW_SHARE_OF_TTFT = WIDEN_BELOW  # past this the p90 alone stops the widening anyway
 WINDOW_STEPS = 8  # the window grows in this many steps up to its maximum
 MIN_SAMPLES = 20  # fewer first tokens in the lookback: too little to judge, hold
-UNGOVERNED_TIERS = ("flex",)
+
+
+class DecisionExporter(Protocol):
+    """Where decisions are exported (the Prometheus metrics)."""
+
+    def governor_decided(self, action: str, reason: str, window_s: float, max_running: int) -> None:
+        """One decision."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,13 @@ def decide(
 
 
 class Governor:
-    """Runs `decide` every period against the live histograms and applies it to admission."""
+    """Runs `decide` every period against the live latency and applies it to admission."""
 
     def __init__(
         self,
         admission: AdmissionController,
-        metrics: ServerMetrics,
+        latency: LatencyTracker,
+        exporter: DecisionExporter,
         joules_per_token: Callable[[], float | None],
         *,
         slo_ttft_s: float,
@@ -88,19 +96,19 @@ class Governor:
         lookback_s: float = 20.0,
     ) -> None:
         self._admission = admission
-        self._metrics = metrics
+        self._latency = latency
+        self._exporter = exporter
         self._joules_per_token = joules_per_token
         self._slo = (slo_ttft_s, slo_itl_s)
         self._period_s = period_s
         self._lookback_s = lookback_s
         self._running_range = (max(1, admission.load.max_num_seqs // 4), admission.max_running)
-        self._history: deque[tuple[float, list, list]] = deque()
+        self._history: deque[tuple[float, Buckets, Buckets]] = deque()
         admission.batch_target = max(2, admission.load.max_num_seqs // 4)
 
     def _p90s(self) -> tuple[float | None, float | None]:
         now = time.monotonic()
-        ttft = cumulative_buckets(self._metrics.ttft, skip_tiers=UNGOVERNED_TIERS)
-        itl = cumulative_buckets(self._metrics.itl, skip_tiers=UNGOVERNED_TIERS)
+        ttft, itl = self._latency.snapshot()
         self._history.append((now, ttft, itl))
         while self._history[0][0] < now - self._lookback_s:
             self._history.popleft()
@@ -135,7 +143,7 @@ class Governor:
                 _ms(itl_p90),
                 self._joules_per_token(),
             )
-        self._metrics.governor_decided(
+        self._exporter.governor_decided(
             decision.action, decision.reason, decision.window_s, decision.max_running
         )
         return decision
@@ -147,7 +155,7 @@ class Governor:
             self.step()
 
 
-def _delta(now: list[tuple[float, float]], then: list[tuple[float, float]]) -> list[tuple[float, float]]:
+def _delta(now: Buckets, then: Buckets) -> Buckets:
     before = dict(then)
     return [(bound, count - before.get(bound, 0.0)) for bound, count in now]
 

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable, Coroutine
-from types import FrameType
 from typing import Any
 
-import uvicorn
-
-from server.serving.intake import RequestScopes
+from server.serving.intake import RequestIntake
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +36,14 @@ class Lifecycle:
         self.exit_code = 0
         self._stop_server: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scopes: RequestScopes | None = None
+        self._scopes: RequestIntake | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def bind_server(self, stop_server: Callable[[], None]) -> None:
         """Tell the lifecycle how to stop the HTTP server (uvicorn's `should_exit`)."""
         self._stop_server = stop_server
 
-    def attach(self, loop: asyncio.AbstractEventLoop, scopes: RequestScopes | None) -> None:
+    def attach(self, loop: asyncio.AbstractEventLoop, scopes: RequestIntake | None) -> None:
         """The running loop and the request scopes (set by the lifespan; None once it ends)."""
         self._loop, self._scopes = loop, scopes
 
@@ -69,17 +65,17 @@ class Lifecycle:
         cut_after_s = max(0.0, min(self.grace_s - CUT_MARGIN_S, self.grace_s / 2))
         self._spawn(self._cut_after(scopes, cut_after_s))
 
-    async def _cut_after(self, scopes: RequestScopes, delay_s: float) -> None:
+    async def _cut_after(self, scopes: RequestIntake, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         if scopes.open_count:
             logger.warning("shutting down: cutting %d requests still in flight", scopes.open_count)
             scopes.interrupt_all()
 
-    def watch_engine(self, is_dead: Callable[[], bool], scopes: RequestScopes, keep_alive: bool) -> None:
+    def watch_engine(self, is_dead: Callable[[], bool], scopes: RequestIntake, keep_alive: bool) -> None:
         """Watch the engine; when it dies, let in-flight requests get their error, then exit non-zero."""
         self._spawn(self._watch(is_dead, scopes, keep_alive))
 
-    async def _watch(self, is_dead: Callable[[], bool], scopes: RequestScopes, keep_alive: bool) -> None:
+    async def _watch(self, is_dead: Callable[[], bool], scopes: RequestIntake, keep_alive: bool) -> None:
         # vLLM offers nothing to await for the engine's death: its `errored` flag is polled.
         while not is_dead():  # noqa: ASYNC110
             await asyncio.sleep(ENGINE_WATCH_PERIOD_S)
@@ -104,18 +100,3 @@ class Lifecycle:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn's server, telling the application when a shutdown signal arrives (not only at its end)."""
-
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_signal = on_signal
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """A first SIGTERM/SIGINT drains; a second one forces the exit, as in uvicorn."""
-        first = not self.should_exit
-        super().handle_exit(sig, frame)
-        if first and sig in (signal.SIGTERM, signal.SIGINT):
-            self._on_signal()

@@ -5,46 +5,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Protocol
 
 from adapters.discovery import AdapterSpec, parse_lora_module, scan
 from adapters.errors import AdapterError
-from adapters.loader import AdapterEngine, AdapterManager
+from adapters.loader import AdapterManager
 from adapters.registry import AdapterRegistry
 from adapters.types import AdapterState
+from server.engine.protocol import EngineClient
 from server.runtime.base_model import base_model_info
-from server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
 
 
-class SlottedEngine(AdapterEngine, Protocol):
-    """An adapter engine that says how many adapters its slots hold at once."""
-
-    @property
-    def max_loras(self) -> int:
-        """The engine's adapter slots (`--max-loras`)."""
-        ...
-
-
-def allowed_roots(settings: ServerSettings, specs: list[AdapterSpec]) -> list[Path]:
+def allowed_roots(
+    adapter_roots: list[Path], adapter_dir: Path | None, specs: list[AdapterSpec]
+) -> list[Path]:
     """Roots runtime loads may come from: --adapter-root, --adapter-dir and the startup adapters' folders."""
-    roots = list(settings.adapter_roots)
-    if settings.adapter_dir is not None:
-        roots.append(settings.adapter_dir)
+    roots = list(adapter_roots)
+    if adapter_dir is not None:
+        roots.append(adapter_dir)
     roots += [Path(spec.path) for spec in specs]
     return roots
 
 
 async def start_adapters(
-    settings: ServerSettings, engine: SlottedEngine, served_name: str, model_path: str, max_rank: int
+    engine: EngineClient, lora_modules: list[str], adapter_dir: Path | None, adapter_roots: list[Path]
 ) -> AdapterManager:
     """Build the adapter manager and load the startup adapters; a bad one is logged, not fatal.
 
     An adapter named like the base model is one of those refused (`reserved_name`).
     """
     specs = []
-    for value in settings.lora_modules:
+    for value in lora_modules:
         try:
             specs.append(parse_lora_module(value))
         except ValueError as err:
@@ -52,12 +44,12 @@ async def start_adapters(
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
-        base_model_info(served_name, model_path, max_rank),
-        allowed_roots(settings, specs),
+        base_model_info(engine.served_model_name, engine.model_path, engine.max_lora_rank),
+        allowed_roots(adapter_roots, adapter_dir, specs),
         max_loras=engine.max_loras,
     )
-    if settings.adapter_dir is not None:
-        specs += scan(settings.adapter_dir)
+    if adapter_dir is not None:
+        specs += scan(adapter_dir)
     for spec in specs:
         await _load(manager, spec)
     return manager

@@ -1,58 +1,14 @@
-"""Turn validated OpenAI requests into prompts and a sampling spec; the engine protocol routes rely on."""
+"""Turn validated OpenAI requests into prompts and a sampling spec, with the length and size checks."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from typing import Protocol
 
-from adapters.types import AdapterRef
-from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
+from server.engine.protocol import EngineClient
+from server.engine.types import PreparedPrompt, SamplingSpec
 from server.errors import ContextLengthError, InvalidRequestError
 from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
-
-
-class EngineClient(Protocol):
-    """What request handling needs from the engine."""
-
-    served_model_name: str
-    max_model_len: int
-    max_num_seqs: int
-    model_path: str
-    supports_prompt_logprobs: bool
-
-    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
-        """Tokenize a completion prompt, or take its token ids."""
-        ...
-
-    def decode(self, token_ids: list[int]) -> str:
-        """The text of some token ids."""
-        ...
-
-    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
-        """Apply the chat template and tokenize."""
-        ...
-
-    def generate(
-        self,
-        prompt: PreparedPrompt,
-        spec: SamplingSpec,
-        request_id: str,
-        *,
-        adapter: AdapterRef | None = None,
-        priority: int = 0,
-    ) -> AsyncIterator[GenerationStep]:
-        """Stream the steps of one generation."""
-        ...
-
-    async def abort(self, request_id: str) -> None:
-        """Stop a request and free its KV blocks."""
-        ...
-
-    async def check_health(self) -> None:
-        """Raise unless the engine can serve."""
-        ...
 
 
 def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len: int, what: str) -> int:
@@ -148,7 +104,7 @@ async def prepare_chat(
     check_sequences(1, body.n, engine.max_num_seqs)
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
     check_prompt_chars(sum(len(message["content"]) for message in messages), max_prompt_chars, "messages")
-    prompt = await engine.render_chat(messages, body.max_output_tokens)
+    prompt = await engine.render_chat(messages)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"
     )
@@ -184,9 +140,7 @@ async def prepare_completion(
         raise InvalidRequestError(
             "echo with logprobs is not supported while LoRA is enabled on the CPU engine", param="echo"
         )
-    prompts = list(
-        await asyncio.gather(*(engine.render_completion(prompt, body.max_tokens) for prompt in body.prompts))
-    )
+    prompts = list(await asyncio.gather(*(engine.render_completion(prompt) for prompt in body.prompts)))
     if body.echo:
         prompts = [
             prompt if prompt.text is not None else replace(prompt, text=engine.decode(prompt.token_ids))

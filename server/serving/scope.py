@@ -1,11 +1,14 @@
 """One generation request's whole life in one place: model lease, admission, energy, engine abort, metrics.
 
-`RequestScopes.open` opens a scope (404 for an unknown model, 429 when full); `RequestScope.close` closes
+`RequestIntake.open` opens a scope (404 for an unknown model, 429 when full); `RequestScope.close` closes
 it, exactly once, on every path: answered, streamed to the end, refused, errored, abandoned by the client
 at any moment, or cut at shutdown. `close` never awaits: a client disconnect cancels the request's task,
 and in a cancelled task every await is cancelled again, so cleanup that awaited would never finish (that
 is how requests used to leak). The one asynchronous cleanup, aborting engine requests that did not
-finish, runs as a task of its own that shutdown waits for.
+finish, runs as a task of its own (`EngineAborts`) that shutdown waits for.
+
+A scope is handed what it uses as one `ScopeServices` record, built once by the composition root; it
+holds no reference back to the intake that opened it, only the callback that says it closed.
 """
 
 from __future__ import annotations
@@ -14,48 +17,40 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
 
+from adapters.registry import AdapterRegistry
 from adapters.types import AdapterRef
+from server.energy.books import EnergyBooks
 from server.energy.ledger import EnergyAccount
+from server.engine.protocol import Generator
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
 from server.errors import ClientDisconnectedError
-from server.observability.histograms import BucketCounts
-from server.observability.metrics import BASE_LABEL, RequestRecord, Status
+from server.observability.metrics import BASE_LABEL, ServerMetrics
+from server.outcome import BucketCounts, RequestRecord, Status
 from server.policy.admission import Ticket
-
-if TYPE_CHECKING:
-    from server.serving.intake import RequestScopes
+from server.policy.latency import LatencyTracker
+from server.serving.aborts import EngineAborts
+from server.tiers import Tier
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_VERSION_HEADER = "x-adapter-version"
-# vLLM's priority value per tier (lower first); it orders the engine's queue under --scheduling-policy
-# priority and is ignored under fcfs, where admission does the ordering.
-ENGINE_PRIORITY = {"priority": -1, "default": 0, "flex": 1}
 
 
-class Generator(Protocol):
-    """What a scope needs from the engine."""
+@dataclass(frozen=True)
+class ScopeServices:
+    """What every request scope uses, built once by the composition root."""
 
-    def generate(
-        self,
-        prompt: PreparedPrompt,
-        spec: SamplingSpec,
-        request_id: str,
-        *,
-        adapter: AdapterRef | None = None,
-        priority: int = 0,
-    ) -> AsyncIterator[GenerationStep]:
-        """Stream the steps of one generation."""
-        ...
-
-    async def abort(self, request_id: str) -> None:
-        """Stop a request and free its KV blocks."""
-        ...
+    engine: Generator
+    books: EnergyBooks
+    metrics: ServerMetrics
+    latency: LatencyTracker
+    adapters: AdapterRegistry | None
+    aborts: EngineAborts
+    prompt_tokens_details: bool
 
 
 @dataclass(frozen=True)
@@ -89,12 +84,13 @@ class EngineRequest:
 class RequestScope:
     """A request's hold on its model version, its admission slot, its energy accounts and its metrics."""
 
-    def __init__(  # noqa: PLR0917 - everything `RequestScopes.open` established, handed over once
+    def __init__(  # noqa: PLR0917 - everything `RequestIntake.open` established, handed over once
         self,
-        scopes: RequestScopes,
+        services: ScopeServices,
+        on_closed: Callable[[RequestScope], None],
         adapter: AdapterRef | None,
         ticket: Ticket,
-        tier: str,
+        tier: Tier,
         arrival_s: float,
         flex_lane: tuple[float, float | None] = (0.0, None),
     ) -> None:
@@ -102,10 +98,10 @@ class RequestScope:
         self.adapter = adapter
         self.tier = tier
         self.label = adapter.name if adapter is not None else BASE_LABEL
-        self.priority = ENGINE_PRIORITY.get(tier, 0)
         self.engine_requests: list[EngineRequest] = []
         self.status: Status | None = None  # set once, by `close`
-        self._scopes = scopes
+        self._services = services
+        self._on_closed = on_closed
         self._ticket = ticket
         self._arrival_s = arrival_s
         self._handed_off = False
@@ -117,7 +113,7 @@ class RequestScope:
     @property
     def prompt_tokens_details(self) -> bool:
         """Whether usage reports the prompt tokens served from the prefix cache."""
-        return self._scopes.prompt_tokens_details
+        return self._services.prompt_tokens_details
 
     @property
     def headers(self) -> dict[str, str]:
@@ -140,11 +136,11 @@ class RequestScope:
         self, prompts: Sequence[PreparedPrompt], spec: SamplingSpec
     ) -> AsyncIterator[tuple[int, GenerationStep]]:
         """Generate for every prompt at once, yielding `(prompt index, step)` with the books kept."""
-        engine = self._scopes.engine
+        engine, priority = self._services.engine, self.tier.engine_priority
         if len(prompts) == 1:
             sub = self._begin(self.request_id, prompts[0])
             async for step in engine.generate(
-                prompts[0], spec, sub.request_id, adapter=self.adapter, priority=self.priority
+                prompts[0], spec, sub.request_id, adapter=self.adapter, priority=priority
             ):
                 self._on_step(sub, step)
                 yield 0, step
@@ -155,7 +151,7 @@ class RequestScope:
             sub = self._begin(f"{self.request_id}-{index}", prompt)
             try:
                 async for step in engine.generate(
-                    prompt, spec, sub.request_id, adapter=self.adapter, priority=self.priority
+                    prompt, spec, sub.request_id, adapter=self.adapter, priority=priority
                 ):
                     self._on_step(sub, step)
                     queue.put_nowait((index, step, None))
@@ -180,7 +176,7 @@ class RequestScope:
                 task.cancel()
 
     def _open_account(self, prompt_tokens: int) -> EnergyAccount:
-        account = self._scopes.books.open(self.label, self.tier, prompt_tokens)
+        account = self._services.books.open(self.label, self.tier.name, prompt_tokens)
         account.lane_wait_s, account.baseline_g_per_j = self._flex_lane
         return account
 
@@ -193,11 +189,11 @@ class RequestScope:
             request_id,
             account,
             self._arrival_s,
-            self._scopes.metrics.itl.new_counts(),
+            self._services.metrics.itl.new_counts(),
             prompt_tokens=len(prompt.token_ids),
         )
         self.engine_requests.append(sub)
-        self._scopes.metrics.waiting.inc()
+        self._services.metrics.waiting.inc()
         return sub
 
     def _on_step(self, sub: EngineRequest, step: GenerationStep) -> None:
@@ -207,8 +203,8 @@ class RequestScope:
             now = time.monotonic()
             if sub.first_token_s is None:
                 sub.first_token_s = now
-                self._scopes.books.ledger.first_token(sub.account)
-                metrics = self._scopes.metrics
+                self._services.books.ledger.first_token(sub.account)
+                metrics = self._services.metrics
                 metrics.waiting.dec()
                 metrics.running.inc()
             else:
@@ -229,7 +225,7 @@ class RequestScope:
         Returns:
             The request's energy, or None when the server does not meter energy.
         """
-        books = self._scopes.books
+        books = self._services.books
         await books.settle([sub.account for sub in self.engine_requests])
         self.close(Status.OK)
         if not books.metering:
@@ -250,21 +246,22 @@ class RequestScope:
         if self.status is not None:
             return
         self.status = status
-        scopes = self._scopes
+        services = self._services
         now = time.monotonic()
         unfinished = []
+        records = []
         for sub in self.engine_requests:
             if sub.first_token_s is None:
-                scopes.metrics.waiting.dec()
+                services.metrics.waiting.dec()
             else:
-                scopes.metrics.running.dec()
-            scopes.books.close(sub.account)
+                services.metrics.running.dec()
+            services.books.close(sub.account)
             if not sub.finished:
                 unfinished.append(sub.request_id)
-            scopes.metrics.record(
+            records.append(
                 RequestRecord(
                     adapter=self.label,
-                    tier=self.tier,
+                    tier=self.tier.name,
                     status=status,
                     prompt_tokens=sub.prompt_tokens if sub.first_token_s is not None else 0,
                     completion_tokens=sub.completion_tokens,
@@ -275,14 +272,17 @@ class RequestScope:
                 )
             )
         if self._admitted_account is not None:  # refused before the engine saw it (a 400, a disconnect)
-            scopes.books.close(self._admitted_account)
-            scopes.metrics.record_unserved(self.label, self.tier, status)
+            services.books.close(self._admitted_account)
+            records.append(RequestRecord(self.label, self.tier.name, status, reached_engine=False))
+        for record in records:
+            services.metrics.record(record)
+            services.latency.record(record)
         if unfinished:
-            scopes.abort_in_background(unfinished)
+            services.aborts.abort_in_background(unfinished)
         self._ticket.release()
-        if self.adapter is not None and scopes.adapters is not None:
-            scopes.adapters.release(self.adapter)
-        scopes.forget(self)
+        if self.adapter is not None and services.adapters is not None:
+            services.adapters.release(self.adapter)
+        self._on_closed(self)
 
     def hand_off(self) -> None:
         """The response stream owns the scope from now on and closes it when it ends."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+from server.engine.protocol import StepCallback
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec
 from server.errors import InvalidRequestError
 
@@ -19,13 +20,22 @@ class FakeEngine:
     max_num_seqs = 8
     model_path = "/models/fake"
     supports_prompt_logprobs = True
+    lora_enabled = False
+    max_lora_rank = 0
+    max_loras = 0
 
     def __init__(self, step_delay_s: float = 0.0) -> None:
         self.step_delay_s = step_delay_s
         self.aborted: list[str] = []
         self.healthy = True
+        self.is_dead = False
+        self.on_step: StepCallback | None = None
+        self.shut_down = False
 
-    async def render_completion(self, prompt: str | list[int], max_tokens: int | None) -> PreparedPrompt:
+    def observe_steps(self, on_step: StepCallback) -> None:
+        self.on_step = on_step
+
+    async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
         if isinstance(prompt, list):
             return PreparedPrompt(prompt, prompt)
         return PreparedPrompt(list(range(len(prompt.split()))), prompt, prompt)
@@ -33,7 +43,7 @@ class FakeEngine:
     def decode(self, token_ids: list[int]) -> str:
         return "".join(WORDS[token_id % len(WORDS)] for token_id in token_ids)
 
-    async def render_chat(self, messages: Sequence[dict[str, str]], max_tokens: int | None) -> PreparedPrompt:
+    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
         text = " ".join(message["content"] for message in messages)
         return PreparedPrompt(list(range(len(text.split()) + 2)), text)
 
@@ -68,3 +78,15 @@ class FakeEngine:
             from server.errors import EngineUnavailableError  # noqa: PLC0415
 
             raise EngineUnavailableError("down")
+
+    async def add_lora(self, ref: object) -> None:
+        raise RuntimeError("the fake engine serves no adapters")
+
+    async def remove_lora(self, adapter_id: int) -> None:
+        raise RuntimeError("the fake engine serves no adapters")
+
+    async def pin_lora(self, adapter_id: int) -> None:
+        raise RuntimeError("the fake engine serves no adapters")
+
+    def shutdown(self) -> None:
+        self.shut_down = True

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 
-from server.api.app import create_app
+from server.compose import create_app
 from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
+from tests.waiting import until
 
 MODEL = FakeEngine.served_model_name
 
@@ -130,28 +132,36 @@ async def test_context_length(http: httpx.AsyncClient) -> None:
     assert ok.status_code == 200
 
 
-async def test_cancelled_multi_prompt_stream_aborts_every_request(engine: FakeEngine) -> None:
-    engine.step_delay_s = 0.05
+async def test_cancelled_multi_prompt_stream_aborts_every_request(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generating: list[str] = []
+    generate = engine.generate
+
+    async def held_after_one_step(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        generating.append(args[2] if len(args) > 2 else kwargs["request_id"])
+        async for step in generate(*args, **kwargs):
+            yield step
+            await asyncio.Event().wait()  # the engine is mid-generation until the request is aborted
+
+    monkeypatch.setattr(engine, "generate", held_after_one_step)
     app = create_app(ServerSettings(), lambda: engine, meter=NullEnergyMeter())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             body = {"model": MODEL, "prompt": ["a", "b"], "max_tokens": 40, "stream": True}
 
-            async def read_a_little() -> None:
+            async def read_until_gone() -> None:
                 async with client.stream("POST", "/v1/completions", json=body) as response:
                     async for _ in response.aiter_lines():
-                        await asyncio.sleep(1)
+                        pass
 
-            task = asyncio.create_task(read_a_little())
-            await asyncio.sleep(0.3)
-            task.cancel()
+            task = asyncio.create_task(read_until_gone())
+            await until(lambda: len(generating) == 2, "both prompts generating")
+            task.cancel()  # the client goes away mid-stream
             with pytest.raises(asyncio.CancelledError):
                 await task
-            for _ in range(50):
-                if len(engine.aborted) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: len(engine.aborted) == 2, "both requests aborted")
     assert sorted(request_id.rsplit("-", 1)[1] for request_id in engine.aborted) == ["0", "1"]
 
 

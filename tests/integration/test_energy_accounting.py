@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.api.app import create_app
+from server.compose import create_app
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
 
@@ -63,7 +63,7 @@ async def test_usage_energy_adds_up_to_the_metered_total() -> None:
                     energies.append(response.json()["usage"]["energy"])
             # Stop the sampler and run the readings it already handed over, so /metrics and /v1/energy
             # below describe one and the same ledger state.
-            app.state.wattserve.books.sampler.stop()
+            app.state.wattserve.serving.intake.services.books.sampler.stop()
             await asyncio.sleep(0)
             summary = (await http.get("/v1/energy")).json()
             metrics = (await http.get("/metrics")).text

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.__main__ import uvicorn_config
-from server.api.app import create_app
+from server.api.http_server import uvicorn_config
+from server.compose import create_app
 from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
 from tests.integration.fake_engine import WORDS, FakeEngine

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.__main__ import main, uvicorn_config
+from server.__main__ import main
+from server.api.http_server import uvicorn_config
 from server.cli import FLAG_GROUPS, GROUP_TITLES, build_parser, parse_command_line, settings_from
 
 

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from server.api.lifespan import SHUTDOWN_STEP_TIMEOUT_S
+from server.compose import SHUTDOWN_STEP_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"

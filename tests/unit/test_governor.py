@@ -7,10 +7,11 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from server.observability.histograms import quantile
-from server.observability.metrics import ServerMetrics
+from server.observability.metrics import LATENCY_BUCKETS_S, ServerMetrics
+from server.outcome import RequestRecord, Status
 from server.policy.admission import AdmissionController, EngineLoad
 from server.policy.governor import MIN_SAMPLES, NARROW_AT, WIDEN_BELOW, WINDOW_SHARE_OF_TTFT, Governor, decide
+from server.policy.latency import LatencyTracker, quantile
 
 SLO = (0.5, 0.05)  # TTFT p90, ITL p90 (seconds)
 RANGE = (8, 64)
@@ -74,30 +75,39 @@ def test_quantile_interpolates_within_a_bucket_like_prometheus() -> None:
     assert quantile(0.99, [(0.1, 1.0), (math.inf, 100.0)]) == 0.1  # in +Inf: the highest finite bound
 
 
+def ended(tier: str, ttft_s: float) -> RequestRecord:
+    return RequestRecord(adapter="base", tier=tier, status=Status.OK, ttft_s=ttft_s)
+
+
+def governor_on(admission: AdmissionController) -> tuple[Governor, LatencyTracker, CollectorRegistry]:
+    latency, registry = LatencyTracker(LATENCY_BUCKETS_S), CollectorRegistry()
+    metrics = ServerMetrics(registry, "estimated", ["cpu"])
+    governor = Governor(admission, latency, metrics, lambda: None, slo_ttft_s=SLO[0], slo_itl_s=SLO[1])
+    return governor, latency, registry
+
+
 def test_flex_latency_does_not_count_against_the_slos() -> None:
     """Flex requests wait in their lane by design: seconds of TTFT there are no SLO risk."""
-    admission = AdmissionController(64, 64, EngineLoad(32))
-    metrics = ServerMetrics(CollectorRegistry(), "estimated", ["cpu"])
-    governor = Governor(admission, metrics, lambda: None, slo_ttft_s=SLO[0], slo_itl_s=SLO[1])
+    governor, latency, _ = governor_on(AdmissionController(64, 64, EngineLoad(32)))
     governor.step()
     for _ in range(MIN_SAMPLES):
-        metrics.ttft.labels(adapter="base", tier="default").observe(0.02)
-        metrics.ttft.labels(adapter="base", tier="flex").observe(5.0)
+        latency.record(ended("default", 0.02))
+        latency.record(ended("flex", 5.0))
     assert governor.step().reason == "slack"
     for _ in range(MIN_SAMPLES):
-        metrics.ttft.labels(adapter="base", tier="priority").observe(5.0)
+        latency.record(ended("priority", 5.0))
     assert governor.step().reason == "slo_violated"
 
 
-def test_a_step_reads_the_live_histograms_and_applies_its_decision() -> None:
-    """The loop's own step, on real admission and metrics objects: slack widens the window."""
+def test_a_step_reads_the_server_latency_and_applies_and_exports_its_decision() -> None:
+    """The loop's own step, on real admission, tracker and metrics objects: slack widens the window."""
     admission = AdmissionController(64, 64, EngineLoad(32))
-    metrics = ServerMetrics(CollectorRegistry(), "estimated", ["cpu"])
-    governor = Governor(admission, metrics, lambda: None, slo_ttft_s=SLO[0], slo_itl_s=SLO[1])
+    governor, latency, registry = governor_on(admission)
     assert governor.step().reason == "no_data"
     for _ in range(MIN_SAMPLES):
-        metrics.ttft.labels(adapter="base", tier="default").observe(0.02)
+        latency.record(ended("default", 0.02))
     decision = governor.step()
     assert (decision.action, decision.reason) == ("widen", "slack")
     assert admission.batch_window_s == decision.window_s > 0
     assert admission.max_running == decision.max_running
+    assert registry.get_sample_value("wattserve_governor_batch_window_seconds") == decision.window_s

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.errors import AdapterNotFoundError
 from adapters.loader import AdapterManager
 from adapters.registry import AdapterEntry
-from server.api.state import AppState, get_state
-from server.errors import InvalidRequestError, documented_errors
+from server.api.errors import documented_errors
+from server.api.state import Serving, get_serving
+from server.errors import InvalidRequestError
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 409, 413, 503))
 
@@ -92,24 +93,24 @@ def adapter_info(entry: AdapterEntry) -> AdapterInfo:
     )
 
 
-def _manager(state: AppState) -> AdapterManager:
-    if state.adapters is None:
+def _manager(serving: Serving) -> AdapterManager:
+    if serving.adapters is None:
         raise InvalidRequestError(
             "LoRA adapters are not enabled on this server; start it with --enable-lora."
         )
-    return state.adapters
+    return serving.adapters
 
 
 @router.get("/v1/adapters")
-async def list_adapters(state: AppState = Depends(get_state)) -> AdapterList:
+async def list_adapters(serving: Serving = Depends(get_serving)) -> AdapterList:
     """Every adapter version the catalogue knows, with its state."""
-    return AdapterList(data=[adapter_info(entry) for entry in _manager(state).registry.entries()])
+    return AdapterList(data=[adapter_info(entry) for entry in _manager(serving).registry.entries()])
 
 
 @router.get("/v1/adapters/{name}")
-async def get_adapter(name: str, state: AppState = Depends(get_state)) -> AdapterInfo:
+async def get_adapter(name: str, serving: Serving = Depends(get_serving)) -> AdapterInfo:
     """The version `name` serves now (or its latest version, if none serves)."""
-    registry = _manager(state).registry
+    registry = _manager(serving).registry
     entry = registry.current(name) or next(
         (entry for entry in reversed(registry.entries()) if entry.ref.name == name), None
     )
@@ -119,39 +120,39 @@ async def get_adapter(name: str, state: AppState = Depends(get_state)) -> Adapte
 
 
 @router.post("/v1/adapters")
-async def load_adapter(body: LoadAdapterRequest, state: AppState = Depends(get_state)) -> AdapterInfo:
+async def load_adapter(body: LoadAdapterRequest, serving: Serving = Depends(get_serving)) -> AdapterInfo:
     """Load an adapter; an existing name is replaced by the new version without a gap."""
-    entry = await _manager(state).load(body.name, body.path, version=body.version, pinned=body.pinned)
+    entry = await _manager(serving).load(body.name, body.path, version=body.version, pinned=body.pinned)
     return adapter_info(entry)
 
 
 @router.delete("/v1/adapters/{name}")
-async def unload_adapter(name: str, state: AppState = Depends(get_state)) -> AdapterInfo:
+async def unload_adapter(name: str, serving: Serving = Depends(get_serving)) -> AdapterInfo:
     """Stop serving `name` at once, let in-flight requests finish, then remove it from the engine."""
-    return adapter_info(await _manager(state).unload(name))
+    return adapter_info(await _manager(serving).unload(name))
 
 
 @router.post("/v1/adapters/{name}/pin")
-async def pin_adapter(name: str, state: AppState = Depends(get_state)) -> AdapterInfo:
+async def pin_adapter(name: str, serving: Serving = Depends(get_serving)) -> AdapterInfo:
     """Keep `name` resident in the engine."""
-    return adapter_info(await _manager(state).set_pinned(name, True))
+    return adapter_info(await _manager(serving).set_pinned(name, True))
 
 
 @router.post("/v1/adapters/{name}/unpin")
-async def unpin_adapter(name: str, state: AppState = Depends(get_state)) -> AdapterInfo:
+async def unpin_adapter(name: str, serving: Serving = Depends(get_serving)) -> AdapterInfo:
     """Clear the pinned flag (vLLM has no unpin: the version stays resident until replaced or unloaded)."""
-    return adapter_info(await _manager(state).set_pinned(name, False))
+    return adapter_info(await _manager(serving).set_pinned(name, False))
 
 
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def vllm_load(body: VllmLoadRequest, state: AppState = Depends(get_state)) -> str:
+async def vllm_load(body: VllmLoadRequest, serving: Serving = Depends(get_serving)) -> str:
     """vLLM-compatible load; `load_inplace` is what replacement always does here."""
-    await _manager(state).load(body.lora_name, body.lora_path)
+    await _manager(serving).load(body.lora_name, body.lora_path)
     return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def vllm_unload(body: VllmUnloadRequest, state: AppState = Depends(get_state)) -> str:
+async def vllm_unload(body: VllmUnloadRequest, serving: Serving = Depends(get_serving)) -> str:
     """vLLM-compatible unload (which, unlike vLLM's, also removes the adapter from the engine)."""
-    await _manager(state).unload(body.lora_name)
+    await _manager(serving).unload(body.lora_name)
     return f"Success: LoRA adapter '{body.lora_name}' removed successfully."

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from server.api.disconnect import unless_disconnected
+from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import get_scopes
+from server.api.state import Serving, get_serving
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
-from server.errors import documented_errors
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -25,7 +27,6 @@ from server.protocol import (
     Usage,
 )
 from server.protocol import TokenLogprob as WireTokenLogprob
-from server.serving.intake import RequestScopes
 from server.serving.prepare import prepare_chat
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
@@ -66,7 +67,7 @@ class ChatFormat:
             id=self._request_id,
             created=self._created,
             model=self._body.model,
-            service_tier=self._body.tier,
+            service_tier=self._body.tier.name,
             choices=choices,
             usage=usage,
         )
@@ -116,7 +117,7 @@ class ChatFormat:
         return ChatCompletionResponse(
             id=self._request_id,
             model=self._body.model,
-            service_tier=self._body.tier,
+            service_tier=self._body.tier.name,
             choices=[
                 ChatChoice(
                     index=choice.index,
@@ -141,13 +142,14 @@ class ChatFormat:
     },
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
+    body: ChatCompletionRequest, request: Request, serving: Serving = Depends(get_serving)
 ) -> Response:
     """Create a chat completion, streamed as server-sent events when `stream` is true."""
-    scope = await scopes.open(request, body.model, body.tier)
+    intake = serving.intake
+    scope = await intake.open(body.model, body.tier, partial(unless_disconnected, request))
 
     async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
-        prompt, spec = await prepare_chat(scopes.engine, body, scopes.max_prompt_chars)
+        prompt, spec = await prepare_chat(serving.engine, body, intake.max_prompt_chars)
         return [prompt], spec
 
     return await respond(

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from server.api.disconnect import unless_disconnected
+from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import get_scopes
+from server.api.state import Serving, get_serving
 from server.engine.types import GenerationStep, PreparedPrompt, TokenLogprob
-from server.errors import documented_errors
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
-from server.serving.intake import RequestScopes
 from server.serving.prepare import prepare_completion
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))
@@ -50,7 +51,7 @@ class CompletionFormat:
             id=self._request_id,
             created=self._created,
             model=self._body.model,
-            service_tier=self._body.tier,
+            service_tier=self._body.tier.name,
             choices=choices,
             usage=usage,
         )
@@ -117,7 +118,7 @@ class CompletionFormat:
         return CompletionResponse(
             id=self._request_id,
             model=self._body.model,
-            service_tier=self._body.tier,
+            service_tier=self._body.tier.name,
             choices=choices,
             usage=usage,
         )
@@ -131,14 +132,15 @@ class CompletionFormat:
     },
 )
 async def create_completion(
-    body: CompletionRequest, request: Request, scopes: RequestScopes = Depends(get_scopes)
+    body: CompletionRequest, request: Request, serving: Serving = Depends(get_serving)
 ) -> Response:
     """Create completions for one or several prompts, streamed when `stream` is true."""
-    scope = await scopes.open(request, body.model, body.tier)
+    intake = serving.intake
+    scope = await intake.open(body.model, body.tier, partial(unless_disconnected, request))
     return await respond(
         scope,
         request,
-        lambda: prepare_completion(scopes.engine, body, scopes.max_prompt_chars),
+        lambda: prepare_completion(serving.engine, body, intake.max_prompt_chars),
         lambda request_id, prompts: CompletionFormat(body, request_id, prompts),
         prefix="cmpl",
         stream=body.stream,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from server.api.errors import documented_errors
 from server.api.state import AppState, get_state
 from server.energy.summary import EnergySummary
-from server.errors import documented_errors
 
 router = APIRouter(responses=documented_errors(401))
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from server.api.errors import documented_errors
 from server.api.state import AppState, get_engine, get_state
-from server.errors import documented_errors
 
 router = APIRouter()
 
@@ -41,5 +41,5 @@ async def server_version() -> dict[str, str | None]:
 async def metrics(state: AppState = Depends(get_state)) -> Response:
     """Prometheus exposition: wattserve's metrics, then vLLM's `vllm:*` engine metrics."""
     # vLLM registers its collectors on the process-wide registry; ours live on the app's own registry.
-    ours = generate_latest(state.registry) if state.registry is not None else b""
+    ours = generate_latest(state.registry)
     return Response(ours + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,45 @@
+"""How uvicorn serves the app: its configuration, and a server that tells the app when a signal arrives."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from server.settings import ServerSettings
+
+
+def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
+    """How uvicorn serves the app: address, TLS, access log, graceful-shutdown bound."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=not settings.disable_uvicorn_access_log,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        ssl_keyfile=settings.ssl_keyfile,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_ca_certs=settings.ssl_ca_certs,
+        ssl_cert_reqs=settings.ssl_cert_reqs,
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the application when a shutdown signal arrives (not only at its end)."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """A first SIGTERM/SIGINT drains; a second one forces the exit, as in uvicorn."""
+        first = not self.should_exit
+        super().handle_exit(sig, frame)
+        if first and sig in (signal.SIGTERM, signal.SIGINT):
+            self._on_signal()

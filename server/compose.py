@@ -1,0 +1,303 @@
+"""The composition root: every collaborator built once from the settings, in the order they depend on.
+
+Two phases, because the engine's size sets the serving policy's defaults and the engine starts only in
+the app's lifespan (uvicorn listens once it has):
+- with the app (`compose`): meter, carbon model, metrics, energy summary, process lifecycle;
+- once the engine runs (`start`): energy books and sampler, adapters, latency tracker, serving
+  policy, request intake; `stop` tears them down in the reverse order.
+Nothing is filled in later: each object gets its collaborators in its constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from adapters.loader import AdapterManager
+from server.api.app import build_http_app
+from server.api.lifespan import make_lifespan
+from server.api.state import AppState, Serving
+from server.energy.books import EnergyBooks, EnergyExporter
+from server.energy.carbon import CarbonModel
+from server.energy.floor import IdleFloor
+from server.energy.intensity import IntensitySource
+from server.energy.ledger import EnergyLedger
+from server.energy.meters.base import EnergyMeter
+from server.energy.meters.select import open_meter
+from server.energy.sampler import EnergySampler, NullSampler
+from server.energy.summary import EnergySummaryExporter
+from server.engine.protocol import EngineClient
+from server.observability.metrics import BASE_LABEL, ServerMetrics
+from server.outcome import Status
+from server.policy.admission import AdmissionController, EngineLoad
+from server.policy.flex_lane import FlexLane
+from server.policy.governor import Governor
+from server.policy.latency import LatencyTracker
+from server.policy.serving_policy import ServingPolicy, refresh_intensity
+from server.runtime.lifecycle import Lifecycle
+from server.runtime.startup_adapters import start_adapters, watch_adapter_dir
+from server.serving.aborts import EngineAborts
+from server.serving.intake import RequestIntake
+from server.serving.scope import ScopeServices
+from server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+# Default bound on a prompt's characters: far more than any tokenizer packs into one token on average.
+PROMPT_CHARS_PER_TOKEN = 32
+# Shutdown steps that wait on others (engine aborts, adapter retirements) give up after this long.
+SHUTDOWN_STEP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The application and the process lifecycle the command line binds to uvicorn's signals."""
+
+    app: FastAPI
+    lifecycle: Lifecycle
+
+
+@dataclass(frozen=True)
+class Running:
+    """What `start` built and `stop` tears down."""
+
+    engine: EngineClient
+    sampler: EnergySampler | NullSampler
+    adapters: AdapterManager | None
+    watcher: asyncio.Task[None] | None
+    policy: ServingPolicy
+    aborts: EngineAborts
+    intake: RequestIntake
+
+
+def create_app(
+    settings: ServerSettings,
+    start_engine: Callable[[], EngineClient],
+    stop_engine: Callable[[EngineClient], None] = lambda _: None,
+    meter: EnergyMeter | None = None,
+) -> FastAPI:
+    """The application (see `compose`), for uvicorn or an ASGI test transport."""
+    return compose(settings, start_engine, stop_engine, meter).app
+
+
+def compose(
+    settings: ServerSettings,
+    start_engine: Callable[[], EngineClient],
+    stop_engine: Callable[[EngineClient], None] = lambda _: None,
+    meter: EnergyMeter | None = None,
+) -> Composed:
+    """Build the server.
+
+    Args:
+        settings: The server's own settings.
+        start_engine: Called once at startup (blocking: nothing can be served before the model is
+            loaded); returns the engine to serve with.
+        stop_engine: Called once at shutdown with that engine.
+        meter: The energy meter; by default the one `settings.energy_meter` names.
+    """
+    if meter is None:
+        meter = open_meter(
+            settings.energy_meter,
+            cuda_visible_devices=settings.cuda_visible_devices,
+            watts_per_core=settings.estimated_watts_per_core,
+        )
+    carbon = _carbon_model(settings)
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry, meter.source, list(meter.devices))
+    metrics.adapter_added(BASE_LABEL)
+    metrics.grid_intensity.set_function(lambda: carbon.grid_g_per_kwh)
+    summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
+    lifecycle = Lifecycle(settings.shutdown_grace_seconds)
+    state = AppState(registry=registry, energy_summary=summary)
+    metrics.engine_healthy.set_function(lambda: 1.0 if state.engine_healthy else 0.0)
+
+    async def start() -> tuple[Serving, Running]:
+        engine = start_engine()
+        logger.info("serving %s (max_model_len=%d)", engine.served_model_name, engine.max_model_len)
+        loop = asyncio.get_running_loop()
+        sampler, books = _start_books(settings, meter, carbon, [metrics, summary], loop)
+        adapters, watcher = await _start_adapters(settings, engine, metrics)
+        latency = LatencyTracker(metrics.itl.bounds)
+        policy = _start_policy(
+            settings,
+            engine.max_num_seqs,
+            metrics,
+            carbon,
+            latency,
+            lambda: summary.summary().joules_per_output_token_last_minute,
+        )
+
+        def on_step(produced_output: bool, running: int, waiting: int) -> None:
+            books.engine_step(produced_output, running, waiting)
+            policy.on_step(produced_output, running, waiting)
+
+        engine.observe_steps(on_step)
+        aborts = EngineAborts(engine)
+        services = ScopeServices(
+            engine=engine,
+            books=books,
+            metrics=metrics,
+            latency=latency,
+            adapters=adapters.registry if adapters is not None else None,
+            aborts=aborts,
+            prompt_tokens_details=settings.enable_prompt_tokens_details,
+        )
+        intake = RequestIntake(
+            services,
+            engine.served_model_name,
+            policy.admission,
+            policy.flex,
+            settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
+        )
+        lifecycle.attach(loop, intake)
+        lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)
+        running = Running(engine, sampler, adapters, watcher, policy, aborts, intake)
+        return Serving(engine, adapters, intake), running
+
+    async def stop(running: Running) -> None:
+        lifecycle.begin_drain()
+        if running.watcher is not None:
+            running.watcher.cancel()
+        for scope in running.intake.open_scopes():
+            scope.close(Status.ABORTED)
+        await _bounded(running.aborts.wait(), "engine aborts")
+        if running.adapters is not None:
+            await _bounded(running.adapters.drain(), "adapter retirements")
+        running.sampler.stop()
+        running.policy.stop()
+        lifecycle.stop()
+        lifecycle.attach(asyncio.get_running_loop(), None)
+        stop_engine(running.engine)
+
+    app = build_http_app(settings, state, make_lifespan(state, start, stop))
+    return Composed(app, lifecycle)
+
+
+def _carbon_model(settings: ServerSettings) -> CarbonModel:
+    headers = dict(header.split(":", 1) for header in settings.grid_intensity_headers if ":" in header)
+    intensity = IntensitySource(
+        settings.grid_intensity_source,
+        settings.grid_intensity_g_per_kwh,
+        {name.strip(): value.strip() for name, value in headers.items()},
+    )
+    return CarbonModel(intensity, settings.pue)
+
+
+def _start_books(
+    settings: ServerSettings,
+    meter: EnergyMeter,
+    carbon: CarbonModel,
+    exporters: list[EnergyExporter],
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[EnergySampler | NullSampler, EnergyBooks]:
+    """The energy books and the sampler that feeds them, started."""
+    ledger = EnergyLedger(
+        settings.prefill_energy_weight,
+        settings.decode_energy_weight,
+        IdleFloor(min_idle_s=settings.idle_floor_min_seconds),
+        carbon.grams_per_joule_at,
+    )
+    metering = meter.source != "none"
+    sampler = EnergySampler(meter, loop, settings.energy_sample_period_s) if metering else NullSampler()
+    books = EnergyBooks(ledger, meter.source, meter.devices, exporters, sampler)
+    sampler.start(books.on_reading)
+    if metering:
+        logger.info("energy meter: %s (%s)", meter.source, ", ".join(meter.devices))
+    return sampler, books
+
+
+async def _start_adapters(
+    settings: ServerSettings, engine: EngineClient, metrics: ServerMetrics
+) -> tuple[AdapterManager | None, asyncio.Task[None] | None]:
+    if not engine.lora_enabled:
+        return None, None
+    adapters = await start_adapters(
+        engine, settings.lora_modules, settings.adapter_dir, settings.adapter_roots
+    )
+    for name in adapters.registry.names():
+        metrics.adapter_added(name)
+    watcher = None
+    if settings.watch_adapters and settings.adapter_dir is not None:
+        watcher = asyncio.create_task(watch_adapter_dir(adapters, settings.adapter_dir))
+    return adapters, watcher
+
+
+def _start_policy(  # noqa: PLR0917 - the policy's inputs, each built above
+    settings: ServerSettings,
+    max_num_seqs: int,
+    metrics: ServerMetrics,
+    carbon: CarbonModel,
+    latency: LatencyTracker,
+    joules_per_token: Callable[[], float | None],
+) -> ServingPolicy:
+    """Build the policy for an engine running `max_num_seqs` at once, and start its loops.
+
+    Defaults: twice the batch may be in the engine at once (its own queue keeps the next batch ready),
+    as many again wait for a slot, then 429; the flex lane holds four batches, starts a batch of its
+    own on an idle engine at half of one, and lets one rider per 32 places of the batch join a running
+    batch per step.
+    """
+    load = EngineLoad(max_num_seqs)
+    admission = AdmissionController(
+        settings.max_concurrent_requests or 2 * max_num_seqs,
+        settings.max_queued_requests if settings.max_queued_requests is not None else 2 * max_num_seqs,
+        load,
+    )
+    source = carbon.source
+    limit = settings.flex_max_intensity
+    carbon_hold = (
+        (lambda: carbon.grid_g_per_kwh > limit) if source.live and limit is not None else (lambda: False)
+    )
+    flex = FlexLane(
+        load,
+        max_queued=settings.flex_max_queued if settings.flex_max_queued is not None else 4 * max_num_seqs,
+        max_wait_s=settings.flex_max_wait_seconds,
+        batch_size=settings.flex_batch_size or max(1, max_num_seqs // 2),
+        riders_per_step=settings.flex_riders_per_step or max(1, max_num_seqs // 32),
+        carbon_hold=carbon_hold,
+    )
+    governor = None
+    if settings.energy_policy == "slo":
+        governor = Governor(
+            admission,
+            latency,
+            metrics,
+            joules_per_token,
+            slo_ttft_s=settings.slo_ttft_p90,
+            slo_itl_s=settings.slo_itl_p90,
+        )
+    policy = ServingPolicy(load, admission, flex, governor)
+    metrics.queued.set_function(lambda: admission.queued)
+    metrics.admitted.set_function(lambda: admission.running)
+    metrics.in_flex_lane.set_function(lambda: flex.waiting)
+    if governor is not None:
+        policy.spawn(governor.run())
+    if source.live:
+        policy.spawn(refresh_intensity(carbon, settings.grid_intensity_refresh_seconds))
+    logger.info(
+        "admission: %d at once, %d queued; flex lane: %d, wait at most %.0f s, batches of %d, "
+        "%d riders per step; governor: %s%s",
+        admission.max_running,
+        admission.max_queued,
+        flex.max_queued,
+        flex.max_wait_s,
+        flex.batch_size,
+        flex.riders_per_step,
+        settings.energy_policy,
+        f"; flex held above {limit} gCO2e/kWh from {source.location}"
+        if source.live and limit is not None
+        else "",
+    )
+    return policy
+
+
+async def _bounded(work: Awaitable[None], what: str) -> None:
+    try:
+        await asyncio.wait_for(work, SHUTDOWN_STEP_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning("shutdown: gave up waiting for %s after %.0f s", what, SHUTDOWN_STEP_TIMEOUT_S)
