@@ -60,7 +60,7 @@ class PointTiming:
     cpu_seconds: float  # the client process's CPU time during the point
 
 
-def _token_counts(records: list[RequestRecord], series: MetricsSeries, timing: PointTiming) -> TokenCounts:
+def _token_counts(records: list[RequestRecord], series: MetricsSeries) -> TokenCounts:
     prompt = sum(r.prompt_tokens or 0 for r in records)
     completion = sum(r.completion_tokens or 0 for r in records)
     sources = Counter(r.token_source or "none" for r in records)
@@ -190,7 +190,7 @@ def summarize_point(
         "tpot": distribution(_values(ok, "tpot_s")),
         "e2e": distribution(_values(ok, "e2e_s")),
     }
-    tokens = _token_counts(records, series, timing)
+    tokens = _token_counts(records, series)
     energy = _energy(records, measured, series, timing)
     client_cpu = timing.cpu_seconds / (timing.ended_at - timing.started_at)
     window = (timing.started_at + timing.window_start_s, timing.started_at + timing.window_end_s)

@@ -22,7 +22,7 @@ def _level(value: float, warn: float, fail: float) -> Verdict:
     return "fail" if value > fail else "warn" if value > warn else "pass"
 
 
-def _checks(point: PointResult, records: list[RequestRecord], largest_gap_s: float | None) -> list[Check]:
+def _checks(point: PointResult, largest_gap_s: float | None) -> list[Check]:
     checks: list[Check] = []
 
     def add(
@@ -89,6 +89,6 @@ def _checks(point: PointResult, records: list[RequestRecord], largest_gap_s: flo
 
 def assess(point: PointResult, records: list[RequestRecord], largest_gap_s: float | None) -> Validity:
     """Run every check on a summarised point."""
-    checks = _checks(point, records, largest_gap_s)
+    checks = _checks(point, largest_gap_s)
     verdict = max((c.status for c in checks), key=_ORDER.__getitem__, default="pass")
     return Validity(verdict=verdict, checks=checks, saturated=is_saturated(point))

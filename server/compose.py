@@ -133,7 +133,7 @@ def compose(
         )
 
         def on_step(produced_output: bool, running: int, waiting: int) -> None:
-            books.engine_step(produced_output, running, waiting)
+            books.engine_step(produced_output, waiting)
             policy.on_step(produced_output, running, waiting)
 
         engine.observe_steps(on_step)

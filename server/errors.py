@@ -105,7 +105,7 @@ class EngineUnavailableError(ServerError):
     error_type = "service_unavailable"
 
 
-def error_body(status: int, message: str, error_type: str, param: str | None, code: str | None) -> dict:
+def error_body(message: str, error_type: str, param: str | None, code: str | None) -> dict:
     """Build OpenAI's error body as a plain dict (also used inside SSE streams)."""
     detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
     return ErrorResponse(error=detail).model_dump()
@@ -113,4 +113,4 @@ def error_body(status: int, message: str, error_type: str, param: str | None, co
 
 def server_error_body(exc: ServerError) -> dict:
     """The OpenAI error body for one of our exceptions."""
-    return error_body(exc.status, exc.message, exc.error_type, exc.param, exc.code)
+    return error_body(exc.message, exc.error_type, exc.param, exc.code)

@@ -134,18 +134,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AdapterError)
     async def _adapter(_: Request, exc: AdapterError) -> JSONResponse:
         if isinstance(exc, AdapterNotFoundError):
-            return _json(
-                404, error_body(404, exc.message, "invalid_request_error", "model", "model_not_found")
-            )
+            return _json(404, error_body(exc.message, "invalid_request_error", "model", "model_not_found"))
         if isinstance(exc, AdapterCapacityError):
-            return _json(409, error_body(409, exc.message, "invalid_request_error", None, exc.reason.value))
+            return _json(409, error_body(exc.message, "invalid_request_error", None, exc.reason.value))
         code = exc.reason.value if isinstance(exc, AdapterValidationError) else "adapter_load_failed"
-        return _json(400, error_body(400, exc.message, "invalid_request_error", None, code))
+        return _json(400, error_body(exc.message, "invalid_request_error", None, code))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return _json(400, error_body(400, message, "invalid_request_error", param, None))
+        return _json(400, error_body(message, "invalid_request_error", param, None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -157,11 +155,11 @@ def install_error_handlers(app: FastAPI) -> None:
             "Method Not Allowed",
         ):
             message, code = unserved_route(request.method, request.url.path)
-        body = error_body(exc.status_code, message, error_type, None, code)
+        body = error_body(message, error_type, None, code)
         return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         # Logged with the traceback here; the client gets a message without one.
         logger.exception("unhandled error", exc_info=exc)
-        return _json(500, error_body(500, "Internal server error", "server_error", None, None))
+        return _json(500, error_body("Internal server error", "server_error", None, None))

@@ -78,7 +78,7 @@ class EnergyBooks:
             for account in window.settled:
                 exporter.export_settled(account)
 
-    def engine_step(self, produced_output: bool, running: int, waiting: int) -> None:
+    def engine_step(self, produced_output: bool, waiting: int) -> None:
         """The engine ran a step (called by the engine's stat logger on the event loop)."""
         self.ledger.engine_step(produced_output, waiting)
 

@@ -58,7 +58,7 @@ class EngineLoad:
     waiting: int = 0
     let_in: int = 0  # requests sent towards the engine since its last step, not in its counts yet
 
-    def observe(self, produced_output: bool, running: int, waiting: int) -> None:
+    def observe(self, running: int, waiting: int) -> None:
         """One engine step's counts."""
         self.running, self.waiting, self.let_in = running, waiting, 0
 

@@ -32,7 +32,7 @@ class ServingPolicy:
 
     def on_step(self, produced_output: bool, running: int, waiting: int) -> None:
         """One engine step (from the engine's stat logger, on the event loop)."""
-        self.load.observe(produced_output, running, waiting)
+        self.load.observe(running, waiting)
         self.flex.on_step()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -25,7 +25,8 @@ from loadtest.workload import RequestSpec
 from server.api.sse import DONE, sse_event
 from server.energy.ledger import EnergyWindow, Share
 from server.errors import EngineUnavailableError, server_error_body
-from server.observability.metrics import BASE_LABEL, RequestRecord, ServerMetrics, Status
+from server.observability.metrics import BASE_LABEL, ServerMetrics
+from server.outcome import RequestRecord, Status
 from server.protocol import ChatChunkChoice, ChatCompletionChunk, ChatDelta, EnergyUsage, Usage
 
 # The labels each harness name relies on (scrape.py's comments), beside the name.
