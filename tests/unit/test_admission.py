@@ -108,7 +108,7 @@ async def test_the_window_closes_on_time_and_a_busy_engine_skips_it() -> None:
     alone = await asyncio.wait_for(admission.admit(DEFAULT), 5)  # released by the window's end
     assert (admission.running, admission._gathering) == (1, [])
     admission.batch_window_s = 60.0  # a busy engine must not wait for it
-    load.observe(True, running=4, waiting=0)
+    load.observe(running=4, waiting=0)
     busy = await asyncio.wait_for(admission.admit(DEFAULT), 5)  # joins the running batch, no window
     assert (admission.running, admission._gathering) == (2, [])
     alone.release()
