@@ -1,0 +1,33 @@
+"""Waiting on observable state with a deadline, so a test synchronises on what happened, not on time.
+
+A test waits for the state it needs (a count reached, a process ready) and fails with `what` if that
+state never comes; the pause between checks only stops the check from spinning, it decides nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+
+POLL_S = 0.01
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Block until `predicate()` holds; fail the test after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout_s} s")
+        time.sleep(POLL_S)  # polling state against a deadline, not a wait for time to pass
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Yield to the event loop until `predicate()` holds; fail the test after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(POLL_S)  # polling state against a deadline, not a wait for time to pass
