@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest import stub_server
 from loadtest.processes import start_server, stop_server
+from tests.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "say something nice"}]
 
@@ -187,22 +188,48 @@ def test_unknown_route_and_wrong_method(client: httpx.Client) -> None:
     assert client.get("/v1/chat/completions").status_code == 405
 
 
-def test_paced_stream_takes_its_time_and_stops_on_disconnect() -> None:
+async def test_a_paced_stream_waits_the_first_token_time_then_one_gap_before_each_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timeline: list[float | str] = []
+
+    async def wait(receive: object, delay_s: float) -> bool:
+        timeline.append(delay_s)
+        return False  # the client stays
+
+    monkeypatch.setattr(stub_server, "_client_left", wait)
+    app = stub_server.StubApp(ttft_ms=50, itl_ms=10)
+    body = json.dumps({"messages": MESSAGES, "stream": True, "max_tokens": 6}).encode()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            timeline.append(f"{message['body'].count(b'data: {')} chunks")
+
+    await app({"type": "http", "path": "/v1/chat/completions", "method": "POST"}, receive, send)
+    # 50 ms to the first token (sent with the role chunk), then 10 ms before each of the other five.
+    assert timeline == [0.05, "2 chunks", *[0.01, "1 chunks"] * 4, 0.01, "2 chunks"]
+
+
+def test_paced_stream_completes_and_stops_on_disconnect() -> None:
     process, url = _start("--ttft-ms", "50", "--itl-ms", "10")
     try:
         with httpx.Client(base_url=url, timeout=10) as http:
-            start = time.perf_counter()
             body = {"messages": MESSAGES, "stream": True, "max_tokens": 6}
             events = _events(http, "/v1/chat/completions", body)
-            elapsed_s = time.perf_counter() - start
+            assert _counters(http)["vllm:generation_tokens_total"] == 6
             with http.stream("POST", "/v1/chat/completions", json={**body, "max_tokens": 1000}) as response:
                 next(response.iter_lines())
-            # The abandoned stream is noticed within one inter-token gap.
-            time.sleep(0.2)
-            generated = _counters(http)["vllm:generation_tokens_total"]
+
+            def generated() -> float:
+                return _counters(http)["vllm:generation_tokens_total"]
+
+            # The stub counts an abandoned stream's tokens once it stops; all 1000 would take 10 s.
+            wait_until(lambda: generated() > 6, "the abandoned stream stopped", timeout_s=5)
+            stopped_at = generated()
     finally:
         stop_server(process)
     assert events[-1] == "[DONE]"
-    # 50 ms to the first token, then 5 gaps of 10 ms.
-    assert elapsed_s >= 0.095
-    assert 6 < generated < 6 + 100
+    assert 6 < stopped_at < 6 + 100
