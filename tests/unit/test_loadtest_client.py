@@ -1,7 +1,8 @@
 """The streaming client against a small in-process aiohttp server: timing, token counts and error kinds.
 
-The server and the client share one process, so the server's `time.perf_counter()` stamps are on the
-client's clock: a test can check that a token was timed at the network write that completed it.
+The server and the client share one process and one fake clock, which stands in for the client's
+`time.perf_counter()` and moves only when the server says: a test can check that a token was timed at
+the network write that completed it, and what gap the client measured, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from loadtest import client as client_module
 from loadtest.client import ERROR_DETAIL_CHARS, Outcome, StreamingClient
 from loadtest.workload import RequestSpec
 
@@ -53,10 +54,26 @@ def usage(prompt: int, completion: int, energy: dict | None = None) -> dict:
 DONE = event("[DONE]")
 
 
+class FakeClock:
+    """The client's `perf_counter`: still until advanced; each reading says the client has read."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+        self.read = asyncio.Event()
+
+    def perf_counter(self) -> float:
+        self.read.set()
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
 class StubServer:
     """Serves one streaming scenario per case name, under `/{case}/v1/...`, and records what it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
         self.cases: dict[str, Handler] = {}
         self.stamps: dict[str, list[float]] = {}
         self.bodies: dict[str, dict] = {}
@@ -71,9 +88,15 @@ class StubServer:
 
     def stamp(self, name: str) -> float:
         """Record now on the shared clock, just before a write the test times."""
-        now = time.perf_counter()
+        now = self.clock.now_s
         self.stamps.setdefault(name, []).append(now)
         return now
+
+    async def deliver(self, response: web.StreamResponse, data: bytes) -> None:
+        """Write `data` and wait until the client has read it (it reads the clock on every read)."""
+        self.clock.read.clear()
+        await response.write(data)
+        await asyncio.wait_for(self.clock.read.wait(), 5)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["case"]
@@ -90,8 +113,12 @@ class StubServer:
 
 
 @pytest.fixture
-async def stub() -> AsyncIterator[tuple[StubServer, Callable[[str], StreamingClient]]]:
-    stub = StubServer()
+async def stub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[StubServer, Callable[[str], StreamingClient]]]:
+    clock = FakeClock()
+    monkeypatch.setattr(client_module, "time", clock)
+    stub = StubServer(clock)
     app = web.Application()
     app.router.add_post("/{case}/v1/chat/completions", stub.handle)
     app.router.add_post("/{case}/v1/completions", stub.handle)
@@ -116,16 +143,16 @@ async def test_role_only_chunk_is_not_the_first_token(stub: Stub) -> None:
 
     @server.case("role")
     async def _(response: web.StreamResponse) -> None:
-        await response.write(chat_chunk(role="assistant", content=""))
-        await asyncio.sleep(0.2)
+        await server.deliver(response, chat_chunk(role="assistant", content=""))
+        server.clock.advance(0.2)
         server.stamp("role")
         await response.write(chat_chunk("Hel") + chat_chunk("lo"))
         await response.write(chat_chunk(usage=usage(5, 2)) + DONE)
 
     outcome = await client("role").send(CHAT)
     assert_ok(outcome)
-    assert outcome.first_token_at - outcome.sent_at >= 0.2
-    assert outcome.first_token_at >= server.stamps["role"][0]
+    assert outcome.first_token_at - outcome.sent_at == pytest.approx(0.2)
+    assert outcome.first_token_at == server.stamps["role"][0]
     assert (outcome.prompt_tokens, outcome.completion_tokens, outcome.token_source) == (5, 2, "usage")
     assert outcome.energy_joules is None
     assert outcome.energy_source is None
@@ -143,8 +170,8 @@ async def test_event_split_across_two_writes_is_timed_at_the_second(stub: Stub) 
     @server.case("split")
     async def _(response: web.StreamResponse) -> None:
         server.stamp("split")
-        await response.write(token[:half])
-        await asyncio.sleep(0.1)
+        await server.deliver(response, token[:half])
+        server.clock.advance(0.1)
         server.stamp("split")
         await response.write(token[half:])
         await response.write(chat_chunk(usage=usage(3, 1)) + DONE)
@@ -152,8 +179,8 @@ async def test_event_split_across_two_writes_is_timed_at_the_second(stub: Stub) 
     outcome = await client("split").send(CHAT)
     assert_ok(outcome)
     first_write, second_write = server.stamps["split"]
-    assert outcome.first_token_at >= second_write
-    assert outcome.first_token_at - first_write >= 0.1
+    assert outcome.first_token_at == second_write
+    assert outcome.first_token_at - first_write == pytest.approx(0.1)
     assert outcome.end_at == outcome.first_token_at
     assert outcome.itl_s == []
     assert outcome.completion_tokens == 1
@@ -180,9 +207,7 @@ async def stream_without_usage(response: web.StreamResponse) -> None:
     # Four token chunks (two in one write, so one read may carry both), a role-only chunk, a finish chunk.
     await response.write(chat_chunk(role="assistant"))
     await response.write(chat_chunk("one "))
-    await asyncio.sleep(0.02)
     await response.write(chat_chunk("two ") + chat_chunk("three "))
-    await asyncio.sleep(0.02)
     await response.write(chat_chunk("four"))
     finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     await response.write(event(finish) + DONE)
@@ -304,11 +329,11 @@ async def test_completions_stream_reads_choice_text(stub: Stub) -> None:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
             return event({"object": "text_completion", "choices": [choice], "usage": None})
 
-        await response.write(text_chunk(""))
-        await asyncio.sleep(0.05)
+        await server.deliver(response, text_chunk(""))
+        server.clock.advance(0.05)
         server.stamp("completions")
-        await response.write(text_chunk(" *"))
-        await asyncio.sleep(0.05)
+        await server.deliver(response, text_chunk(" *"))
+        server.clock.advance(0.05)
         await response.write(text_chunk(" FROM", finish="length"))
         await response.write(event({"object": "text_completion", "choices": [], "usage": usage(2, 2)}))
         await response.write(DONE)
@@ -317,9 +342,8 @@ async def test_completions_stream_reads_choice_text(stub: Stub) -> None:
     assert_ok(outcome)
     assert server.paths["completions"] == "/completions/v1/completions"
     assert server.bodies["completions"]["prompt"] == "SELECT"
-    assert outcome.first_token_at >= server.stamps["completions"][0]
-    assert len(outcome.itl_s) == 1
-    assert outcome.itl_s[0] >= 0.05
+    assert outcome.first_token_at == server.stamps["completions"][0]
+    assert outcome.itl_s == [pytest.approx(0.05)]
     assert (outcome.completion_tokens, outcome.token_source) == (2, "usage")
 
 
@@ -331,12 +355,12 @@ async def test_inter_token_latencies_and_end_at_the_last_token(stub: Stub) -> No
     async def _(response: web.StreamResponse) -> None:
         await response.write(chat_chunk(role="assistant", content=""))
         server.stamp("itl")
-        await response.write(chat_chunk("a"))
+        await server.deliver(response, chat_chunk("a"))
         for pause, text in zip(pauses, "bc", strict=True):
-            await asyncio.sleep(pause)
+            server.clock.advance(pause)
             server.stamp("itl")
-            await response.write(chat_chunk(text))
-        await asyncio.sleep(0.3)
+            await server.deliver(response, chat_chunk(text))
+        server.clock.advance(0.3)
         server.stamp("itl")
         await response.write(chat_chunk(usage=usage(4, 3)))
         await response.write(DONE)
@@ -344,11 +368,9 @@ async def test_inter_token_latencies_and_end_at_the_last_token(stub: Stub) -> No
     outcome = await client("itl").send(CHAT)
     assert_ok(outcome)
     first, second, third, usage_written = server.stamps["itl"]
-    assert len(outcome.itl_s) == 2
-    assert outcome.itl_s[0] >= pauses[0]
-    assert outcome.itl_s[1] >= pauses[1]
-    assert outcome.first_token_at >= first
-    assert outcome.end_at >= third
+    assert outcome.itl_s == [pytest.approx(pause) for pause in pauses]
+    assert outcome.first_token_at == first
+    assert outcome.end_at == third
     assert outcome.end_at < usage_written  # the usage chunk 300 ms later does not move the end
     assert outcome.end_at - outcome.first_token_at == pytest.approx(sum(outcome.itl_s))
     assert outcome.completion_tokens == 3
@@ -359,20 +381,20 @@ async def test_reasoning_and_tool_call_chunks_are_tokens(stub: Stub) -> None:
 
     @server.case("tools")
     async def _(response: web.StreamResponse) -> None:
-        await response.write(chat_chunk(role="assistant"))
-        await asyncio.sleep(0.05)
+        await server.deliver(response, chat_chunk(role="assistant"))
+        server.clock.advance(0.05)
         server.stamp("tools")
         reasoning = {"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]}
-        await response.write(event(reasoning))
-        await asyncio.sleep(0.05)
+        await server.deliver(response, event(reasoning))
+        server.clock.advance(0.05)
         call = {"index": 0, "id": "t1", "function": {"name": "f", "arguments": "{}"}}
         await response.write(event({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
         await response.write(DONE)
 
     outcome = await client("tools").send(CHAT)
     assert_ok(outcome)
-    assert outcome.first_token_at >= server.stamps["tools"][0]
-    assert len(outcome.itl_s) == 1
+    assert outcome.first_token_at == server.stamps["tools"][0]
+    assert outcome.itl_s == [pytest.approx(0.05)]
     assert (outcome.completion_tokens, outcome.token_source) == (2, "chunks")
 
 
@@ -382,7 +404,6 @@ async def test_connection_dropped_mid_stream_is_incomplete() -> None:
         await response.prepare(request)
         await response.write(chat_chunk("a"))
         await response.write(chat_chunk("b")[:10])
-        await asyncio.sleep(0.05)
         request.transport.close()  # no terminating chunk: the chunked body is cut short
         return response
 
