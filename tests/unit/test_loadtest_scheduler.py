@@ -16,6 +16,7 @@ import uvloop
 from loadtest.arrivals import schedule
 from loadtest.client import Outcome
 from loadtest.scheduler import Sent, Window, run_closed_loop, run_open_loop
+from tests.waiting import until
 
 # Stamps are differences of perf_counter floats: allow for their rounding, nothing more.
 FLOAT_SLACK_S = 1e-9
@@ -38,12 +39,41 @@ class FakeSend:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await asyncio.sleep(self.work_s)
+            await asyncio.sleep(self.work_s)  # the request's service time, which the drivers work around
         finally:
             self.in_flight -= 1
         outcome.first_token_at = outcome.end_at = time.perf_counter()
         outcome.completion_tokens = index
         return outcome
+
+
+class GatedSend:
+    """Holds every request until the test lets it finish, recording the order they start and end in."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.finished: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._gates: dict[int, asyncio.Event] = {}
+
+    async def __call__(self, index: int) -> Outcome:
+        outcome = Outcome(sent_at=time.perf_counter())
+        self.started.append(index)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        gate = self._gates.setdefault(index, asyncio.Event())
+        try:
+            await gate.wait()
+        finally:
+            self.in_flight -= 1
+        self.finished.append(index)
+        outcome.first_token_at = outcome.end_at = time.perf_counter()
+        outcome.completion_tokens = index
+        return outcome
+
+    def finish(self, index: int) -> None:
+        self._gates.setdefault(index, asyncio.Event()).set()
 
 
 OFFSETS = schedule("poisson", rate=100.0, duration_s=0.5, seed=3)
@@ -90,27 +120,35 @@ async def test_open_loop_dispatches_in_schedule_order() -> None:
 
 
 async def test_open_loop_with_a_cap_waits_for_a_free_slot() -> None:
-    send = FakeSend(work_s=0.05)
+    # Six requests due at once, two slots: each later one is dispatched on time, then sent only when a
+    # request in flight ends, one for one.
+    send = GatedSend()
     started_at = time.perf_counter()
-    sent = await run_open_loop(OFFSETS, send, started_at, concurrency_cap=2)
+    run = asyncio.create_task(run_open_loop(np.zeros(6), send, started_at, concurrency_cap=2))
+    await until(lambda: send.started == [0, 1], "the first two sent")
+    for ended, expected in ((1, [0, 1, 2]), (0, [0, 1, 2, 3]), (3, [0, 1, 2, 3, 4]), (2, [0, 1, 2, 3, 4, 5])):
+        assert send.in_flight == 2  # the others wait for a slot
+        send.finish(ended)
+        await until(lambda expected=expected: send.started == expected, f"request {expected[-1]} sent")
+    for index in (4, 5):
+        send.finish(index)
+    sent = await asyncio.wait_for(run, 5)
     assert send.max_in_flight == 2
-    assert len(sent) == len(OFFSETS)
-    waits = [s.outcome.sent_at - started_at - s.dispatched_at_s for s in sent]
-    assert all(wait >= 0.0 for wait in waits)
-    # At 100/s with two 50 ms slots the cap serves 40/s, so requests queue: whatever the order slots are
-    # granted in, the j-th send to start cannot start before floor(j / 2) sends of 50 ms have ended.
-    starts = sorted(s.outcome.sent_at - started_at for s in sent)
-    for j, start in enumerate(starts):
-        assert start >= j // 2 * 0.05 - 1e-6
-    assert starts[-1] > OFFSETS[-1] + 0.5  # long after the last request was scheduled
-    assert max(waits) > 0.1  # someone was dispatched, then waited for a slot
+    assert send.finished == [1, 0, 3, 2, 4, 5]
+    assert [s.index for s in sent] == list(range(6))
+    for s in sent:
+        assert s.outcome.completion_tokens == s.index
+        assert s.outcome.sent_at - started_at >= s.dispatched_at_s  # dispatched, then waited for a slot
 
 
 async def test_open_loop_without_a_cap_runs_everything_at_once() -> None:
-    # Ten requests scheduled at 0, each taking 100 ms: all ten are in flight together.
-    send = FakeSend(work_s=0.1)
-    await run_open_loop(np.zeros(10), send, time.perf_counter())
-    assert send.max_in_flight == 10
+    # Ten requests scheduled at 0, none finishing until all ten are in flight together.
+    send = GatedSend()
+    run = asyncio.create_task(run_open_loop(np.zeros(10), send, time.perf_counter()))
+    await until(lambda: send.in_flight == 10, "ten in flight")
+    for index in range(10):
+        send.finish(index)
+    assert len(await asyncio.wait_for(run, 5)) == 10
 
 
 async def test_open_loop_late_start_dispatches_immediately_and_records_the_lag() -> None:
