@@ -108,7 +108,6 @@ def test_a_short_sweep_of_a_healthy_server_runs_every_point(paced_stub_url: str,
         assert point["ok"] == point["measured"] == len(measured) > 0
         assert max(r["end_at_s"] for r in measured) > 13.0 + 1.0  # answered after the window
         assert point["validity"]["saturated"] is False
-        assert point["request_throughput"] >= 0.9 * point["offered_rps"]
         assert point["offered_rps"] == pytest.approx(len(measured) / point["window_s"])
 
 
