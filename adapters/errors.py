@@ -31,6 +31,7 @@ class Reason(str, enum.Enum):
     MISSING_WEIGHTS = "missing_weights"
     CORRUPT_WEIGHTS = "corrupt_safetensors"
     NON_FINITE_WEIGHTS = "non_finite_weights"
+    WEIGHT_SHAPE_MISMATCH = "weight_shape_mismatch"
     RANK_TOO_LARGE = "rank_above_max"
     BASE_MODEL_MISMATCH = "base_model_mismatch"
     MISSING_TARGET_MODULE = "missing_target_module"

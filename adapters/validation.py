@@ -11,8 +11,9 @@ from pathlib import Path, PurePath
 
 from adapters.errors import AdapterValidationError, Reason
 from adapters.peft_config import CONFIG_FILE, LoraConfig, parse_lora_config
+from adapters.shapes import ModuleShapes, check_declared_tensors
 from adapters.types import AdapterFacts
-from adapters.weights import check_finite, safetensors_tensor_names
+from adapters.weights import check_finite, safetensors_header
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -30,6 +31,7 @@ class BaseModelInfo:
     names: frozenset[str]  # identifiers of the base model an adapter's config may name
     module_names: frozenset[str] | None  # leaf module names (q_proj, ...); None when unknown
     max_rank: int
+    module_shapes: ModuleShapes | None = None  # each leaf module's weight shapes; None when unknown
 
 
 def _shown(text: str) -> str:
@@ -244,7 +246,7 @@ def inspect_adapter(
     weights_file = _resolve_file(directory, WEIGHTS_FILE, real_roots)
     if weights_file is None:
         raise AdapterValidationError(Reason.MISSING_WEIGHTS, f"{WEIGHTS_FILE} is missing.")
-    safetensors_tensor_names(weights_file[0])
+    declared = safetensors_header(weights_file[0])
     if config.max_rank > base.max_rank:
         raise AdapterValidationError(
             Reason.RANK_TOO_LARGE,
@@ -252,6 +254,8 @@ def inspect_adapter(
         )
     _check_base_model(config, base)
     targets = _check_targets(config.target_modules, base)
+    if base.module_shapes is not None:
+        check_declared_tensors(declared, config.max_rank, base.module_shapes)
     # Last: it reads every weight, the one check whose cost grows with the adapter.
     check_finite(weights_file[0])
     return AdapterFacts(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -11,6 +13,27 @@ from safetensors import SafetensorError, safe_open
 from adapters.errors import AdapterValidationError, Reason
 
 MAX_HEADER_BYTES = 100 * 2**20
+# Bytes per element of each safetensors dtype.
+DTYPE_BYTES = {
+    "F64": 8, "I64": 8, "U64": 8,
+    "F32": 4, "I32": 4, "U32": 4,
+    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
+    "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I8": 1, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as a safetensors header declares it (nothing of its data read)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its data takes."""
+        return math.prod(self.shape) * DTYPE_BYTES[self.dtype]
 
 
 def _corrupt(weights: Path, what: str) -> AdapterValidationError:
@@ -26,11 +49,34 @@ def _is_offset_pair(offsets: object, data_len: int) -> bool:
     )
 
 
-def safetensors_tensor_names(weights: Path) -> list[str]:
-    """Parse a safetensors header, check every tensor lies inside the file, and return the tensor names.
+def _entry(weights: Path, name: str, info: object, data_len: int) -> TensorEntry:
+    if not (isinstance(info, dict) and _is_offset_pair(info.get("data_offsets"), data_len)):
+        raise _corrupt(weights, f"has a tensor {name[:80]!r} that lies outside the file")
+    dtype, shape = info.get("dtype"), info.get("shape")
+    if dtype not in DTYPE_BYTES or not (
+        isinstance(shape, list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise _corrupt(weights, f"declares tensor {name[:80]!r} with an unknown dtype or a malformed shape")
+    entry = TensorEntry(name, dtype, tuple(shape))
+    start, end = info["data_offsets"]
+    if entry.nbytes != end - start:
+        raise _corrupt(
+            weights,
+            f"declares {end - start} bytes for tensor {name[:80]!r}; a {dtype} tensor of shape {shape} "
+            f"takes {entry.nbytes}",
+        )
+    return entry
+
+
+def safetensors_header(weights: Path) -> list[TensorEntry]:
+    """Parse a safetensors header and return its tensors, each checked to lie inside the file.
+
+    Only the header is read, so a file that declares gigabytes costs no more than one that does not.
 
     Raises:
-        AdapterValidationError: The header is truncated, not JSON, or points outside the file.
+        AdapterValidationError: The header is truncated, not JSON, points outside the file, or declares a
+            tensor whose byte range does not match its dtype and shape.
     """
     try:
         size = weights.stat().st_size
@@ -51,12 +97,12 @@ def safetensors_tensor_names(weights: Path) -> list[str]:
     if not isinstance(header, dict):
         raise _corrupt(weights, "header is not a JSON object")
     data_len = size - 8 - header_len
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not (isinstance(info, dict) and _is_offset_pair(info.get("data_offsets"), data_len)):
-            raise _corrupt(weights, f"has a tensor {name[:80]!r} that lies outside the file")
-    return [name for name in header if name != "__metadata__"]
+    return [_entry(weights, name, info, data_len) for name, info in header.items() if name != "__metadata__"]
+
+
+def safetensors_tensor_names(weights: Path) -> list[str]:
+    """The names of the tensors of a safetensors file, its header checked as `safetensors_header` does."""
+    return [entry.name for entry in safetensors_header(weights)]
 
 
 def check_finite(weights: Path) -> None:

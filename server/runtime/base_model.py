@@ -1,4 +1,4 @@
-"""What adapters are checked against: the base model's names, its module names and the rank limit."""
+"""What adapters are checked against: the base model's names, its modules' weight shapes, the rank limit."""
 
 from __future__ import annotations
 
@@ -7,28 +7,36 @@ from pathlib import Path
 
 from adapters.errors import AdapterValidationError
 from adapters.validation import BaseModelInfo
-from adapters.weights import safetensors_tensor_names
+from adapters.weights import safetensors_header
 
 logger = logging.getLogger(__name__)
 
 
-def module_names(model_dir: Path) -> frozenset[str] | None:
-    """Leaf module names (`q_proj`, ...) read from the weight files' headers; None if not a local model."""
-    names: set[str] = set()
+def module_shapes(model_dir: Path) -> dict[str, list[tuple[int, ...]]] | None:
+    """Each leaf module (`q_proj`, ...) with its weights' shapes, read from the weight files' headers.
+
+    None if the model is not a local folder of safetensors files (a hub id: vLLM resolves it itself).
+    """
+    shapes: dict[str, list[tuple[int, ...]]] = {}
     for weights in sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []:
         try:
-            tensors = safetensors_tensor_names(weights)
+            tensors = safetensors_header(weights)
         except AdapterValidationError:
-            logger.warning("cannot read %s; adapter target modules will not be checked", weights)
+            logger.warning("cannot read %s; adapter target modules and shapes will not be checked", weights)
             return None
-        names |= {tensor.split(".")[-2] for tensor in tensors if tensor.count(".") >= 1}
-    return frozenset(names) or None
+        for tensor in tensors:
+            parts = tensor.name.split(".")
+            if len(parts) >= 2 and parts[-1] == "weight":
+                shapes.setdefault(parts[-2], []).append(tensor.shape)
+    return shapes or None
 
 
 def base_model_info(served_name: str, model_path: str, max_rank: int) -> BaseModelInfo:
     """The checks an adapter must pass to be served on this base model."""
+    shapes = module_shapes(Path(model_path))
     return BaseModelInfo(
         names=frozenset({served_name, model_path}),
-        module_names=module_names(Path(model_path)),
+        module_names=frozenset(shapes) if shapes is not None else None,
         max_rank=max_rank,
+        module_shapes=shapes,
     )

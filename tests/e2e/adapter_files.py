@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import struct
 from pathlib import Path
 
 from safetensors.numpy import load_file, save_file
@@ -125,3 +127,19 @@ def odd_configs(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
     (latin1 / CONFIG).write_bytes(raw[: raw.rindex(b"}")] + b', "x": "\xe9"}')
     built["config not UTF-8"] = (latin1, "malformed_adapter_config")
     return built
+
+
+def with_declared_tensor(source: Path, target: Path, shape: tuple[int, ...]) -> Path:
+    """Copy an adapter and replace its weights with one F32 tensor of `shape`, in a sparse file.
+
+    The header and the file's size are sound, so only a check of the declared shape against the base
+    model can refuse it without reading every (zero) byte.
+    """
+    copy_adapter(source, target)
+    name = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    nbytes = 4 * math.prod(shape)
+    header = json.dumps({name: {"dtype": "F32", "shape": list(shape), "data_offsets": [0, nbytes]}}).encode()
+    with (target / WEIGHTS).open("wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.truncate(8 + len(header) + nbytes)
+    return target

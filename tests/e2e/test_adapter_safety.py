@@ -20,10 +20,12 @@ import pytest
 from tests.e2e.adapter_files import (
     copy_adapter,
     odd_configs,
+    with_declared_tensor,
     with_files_linked_outside,
     with_non_finite_weight,
 )
 from tests.e2e.conftest import ADMIN_KEY, MODEL, Server, demo_dir
+from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
 from tests.e2e.test_adapters import PROMPT, complete, text_of
 
 pytestmark = pytest.mark.e2e
@@ -174,6 +176,29 @@ def test_non_finite_weights_are_refused_and_the_base_model_is_unchanged(
     assert (after_text, after_tokens) == (text, tokens)
     assert after_logprobs == pytest.approx(logprobs, abs=1e-4)
     assert admin.get("/v1/adapters/poisoned").status_code == 404
+
+
+def test_a_declared_giant_tensor_is_refused_from_the_header_and_others_keep_their_latency(
+    lora_server: Server, admin: httpx.Client, good: Path
+) -> None:
+    """2 GiB declared (a sparse file): refused from the header, not read whole, nobody held up."""
+    target = with_declared_tensor(good, lora_server.adapter_root / "giant", (8, 2**26))
+    assert (target / "adapter_model.safetensors").stat().st_size > 2**31
+    answers: list[httpx.Response] = []
+
+    def load_giants(started: threading.Event) -> None:
+        started.set()
+        with lora_server.http(key=ADMIN_KEY) as client:
+            for index in range(5):
+                body = {"name": f"giant-{index}", "path": str(target)}
+                answers.append(client.post("/v1/adapters", json=body))
+
+    ratio = latency_ratio(lora_server, load_giants)
+    for answer in answers:
+        refused(answer, 400, "weight_shape_mismatch", "")
+    assert "67108864" in answers[0].json()["error"]["message"]  # the dimension no base weight has
+    assert ratio_tolerable(ratio), f"small requests took {ratio:.1f}x as long while giants were refused"
+    assert admin.get("/v1/adapters/giant-0").status_code == 404
 
 
 def serve_all(lora_server: Server, models: list[str]) -> dict[str, str]:
