@@ -19,12 +19,21 @@ from server.serving.intake import RequestIntake
 
 logger = logging.getLogger(__name__)
 
-# Streams still running this long before uvicorn's grace period ends are cut (or at half of it).
+# Streams still running this long before uvicorn's grace period ends are cut (at half of a short one).
 CUT_MARGIN_S = 2.0
 ENGINE_WATCH_PERIOD_S = 0.5
 # After the engine died, how long in-flight requests get to receive their error before the exit.
 DEATH_DRAIN_S = 10.0
 EXIT_ENGINE_DEAD = 3
+
+
+def cut_after_s(grace_s: float) -> float:
+    """When, after SIGTERM, requests still running are cut: just before uvicorn's grace period ends.
+
+    `CUT_MARGIN_S` before its end leaves the cut streams time to send their error event and `[DONE]`;
+    a grace period shorter than twice the margin is cut at its half.
+    """
+    return max(0.0, grace_s - min(CUT_MARGIN_S, grace_s / 2))
 
 
 class Lifecycle:
@@ -57,13 +66,13 @@ class Lifecycle:
         if self.draining:
             return
         self.draining = True
-        logger.info("shutting down: in-flight requests have %.0f s to finish", self.grace_s)
+        cut_s = cut_after_s(self.grace_s)
+        logger.info("shutting down: in-flight requests have %.0f s to finish before they are cut", cut_s)
         scopes = self._scopes
         if scopes is None:
             return
         scopes.close_intake()
-        cut_after_s = max(0.0, min(self.grace_s - CUT_MARGIN_S, self.grace_s / 2))
-        self._spawn(self._cut_after(scopes, cut_after_s))
+        self._spawn(self._cut_after(scopes, cut_s))
 
     async def _cut_after(self, scopes: RequestIntake, delay_s: float) -> None:
         await asyncio.sleep(delay_s)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from server.runtime.lifecycle import EXIT_ENGINE_DEAD, Lifecycle
+import pytest
+
+from server.runtime.lifecycle import EXIT_ENGINE_DEAD, Lifecycle, cut_after_s
 
 
 class Scopes:
@@ -54,3 +56,11 @@ async def test_keep_alive_leaves_the_server_answering() -> None:
     lifecycle, scopes, stopped = await watch(keep_alive=True)
     assert (lifecycle.exit_code, stopped, scopes.intake_closed) == (0, [], False)
     lifecycle.stop()
+
+
+@pytest.mark.parametrize(
+    ("grace_s", "cut_s"), [(30.0, 28.0), (90.0, 88.0), (4.0, 2.0), (1.0, 0.5), (0.0, 0.0)]
+)
+def test_requests_are_cut_just_before_the_grace_period_ends(grace_s: float, cut_s: float) -> None:
+    """The documented grace: requests run until 2 s before it ends (half of a short one), not half of it."""
+    assert cut_after_s(grace_s) == cut_s
