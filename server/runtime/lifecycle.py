@@ -45,16 +45,16 @@ class Lifecycle:
         self.exit_code = 0
         self._stop_server: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scopes: RequestIntake | None = None
+        self._intake: RequestIntake | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def bind_server(self, stop_server: Callable[[], None]) -> None:
         """Tell the lifecycle how to stop the HTTP server (uvicorn's `should_exit`)."""
         self._stop_server = stop_server
 
-    def attach(self, loop: asyncio.AbstractEventLoop, scopes: RequestIntake | None) -> None:
-        """The running loop and the request scopes (set by the lifespan; None once it ends)."""
-        self._loop, self._scopes = loop, scopes
+    def attach(self, loop: asyncio.AbstractEventLoop, intake: RequestIntake | None) -> None:
+        """The running loop and the request intake (set once serving starts; None once it stops)."""
+        self._loop, self._intake = loop, intake
 
     def on_signal(self) -> None:
         """Called from the signal handler: drain, on the event loop."""
@@ -68,23 +68,23 @@ class Lifecycle:
         self.draining = True
         cut_s = cut_after_s(self.grace_s)
         logger.info("shutting down: in-flight requests have %.0f s to finish before they are cut", cut_s)
-        scopes = self._scopes
-        if scopes is None:
+        intake = self._intake
+        if intake is None:
             return
-        scopes.close_intake()
-        self._spawn(self._cut_after(scopes, cut_s))
+        intake.close_intake()
+        self._spawn(self._cut_after(intake, cut_s))
 
-    async def _cut_after(self, scopes: RequestIntake, delay_s: float) -> None:
+    async def _cut_after(self, intake: RequestIntake, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
-        if scopes.open_count:
-            logger.warning("shutting down: cutting %d requests still in flight", scopes.open_count)
-            scopes.interrupt_all()
+        if intake.open_count:
+            logger.warning("shutting down: cutting %d requests still in flight", intake.open_count)
+            intake.interrupt_all()
 
-    def watch_engine(self, is_dead: Callable[[], bool], scopes: RequestIntake, keep_alive: bool) -> None:
+    def watch_engine(self, is_dead: Callable[[], bool], intake: RequestIntake, keep_alive: bool) -> None:
         """Watch the engine; when it dies, let in-flight requests get their error, then exit non-zero."""
-        self._spawn(self._watch(is_dead, scopes, keep_alive))
+        self._spawn(self._watch(is_dead, intake, keep_alive))
 
-    async def _watch(self, is_dead: Callable[[], bool], scopes: RequestIntake, keep_alive: bool) -> None:
+    async def _watch(self, is_dead: Callable[[], bool], intake: RequestIntake, keep_alive: bool) -> None:
         # vLLM offers nothing to await for the engine's death: its `errored` flag is polled.
         while not is_dead():  # noqa: ASYNC110
             await asyncio.sleep(ENGINE_WATCH_PERIOD_S)
@@ -93,11 +93,11 @@ class Lifecycle:
             return
         logger.error("the engine died: answering in-flight requests with an error, then exiting")
         self.exit_code = EXIT_ENGINE_DEAD
-        scopes.close_intake()
+        intake.close_intake()
         try:
-            await asyncio.wait_for(scopes.all_closed(), DEATH_DRAIN_S)
+            await asyncio.wait_for(intake.all_closed(), DEATH_DRAIN_S)
         except TimeoutError:
-            scopes.interrupt_all()
+            intake.interrupt_all()
         self._stop_server()
 
     def stop(self) -> None:
