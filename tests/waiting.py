@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-POLL_S = 0.01
+POLL_S = 0.05
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:

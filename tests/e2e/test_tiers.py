@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, MODEL, _Launch
+from tests.waiting import until, wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 120
@@ -90,13 +91,6 @@ def queued(server: _Launch) -> float:
     return gauge(server, "wattserve_requests_queued")
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
 def test_tiers_are_echoed_in_the_response_and_usage(tiered: _Launch) -> None:
     with httpx.Client(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as http:
         for asked, served in [
@@ -117,9 +111,13 @@ def test_flex_waits_for_room_at_most_its_bound_and_a_full_lane_is_429(tiered: _L
         async with httpx.AsyncClient(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as client:
             # The engine's four places taken by long default streams: no room for flex to ride along.
             busy = [asyncio.create_task(timed(client, body(600))) for _ in range(4)]
-            await until(lambda: gauge(tiered, "wattserve_requests_running") == 4)
+            await until(lambda: gauge(tiered, "wattserve_requests_running") == 4, "four running", HANG_S)
             flex = [asyncio.create_task(timed(client, body(8, "flex"))) for _ in range(FLEX_QUEUE)]
-            await until(lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_QUEUE)
+            await until(
+                lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_QUEUE,
+                "the lane full",
+                HANG_S,
+            )
             refused = await client.post("/v1/completions", json=body(8, "flex"))
             return await asyncio.gather(*busy), await asyncio.gather(*flex), refused
 
@@ -153,9 +151,9 @@ def test_priority_requests_overtake_queued_default_ones(tiered: _Launch) -> None
             ]
             await asyncio.gather(*(event.wait() for event in started))  # the engine's 4 places are taken
             defaults = [asyncio.create_task(client.post("/v1/completions", json=body(4))) for _ in range(3)]
-            await until(lambda: queued(tiered) == 3)
+            await until(lambda: queued(tiered) == 3, "three queued", HANG_S)
             urgent = asyncio.create_task(client.post("/v1/completions", json=body(4, "priority")))
-            await until(lambda: queued(tiered) == 4)
+            await until(lambda: queued(tiered) == 4, "four queued", HANG_S)
             releases[0].set()  # one place frees: the priority request must take it
             await urgent
             overtook = not any(task.done() for task in defaults)
@@ -179,14 +177,22 @@ def test_a_dirty_grid_holds_flex_work_until_it_is_clean_and_the_avoided_grams_ad
 ) -> None:
     before = energy(tiered)
     set_grid(grid, DIRTY)
-    asyncio.run(until(lambda: gauge(tiered, "wattserve_grid_intensity_grams_per_kwh") == DIRTY))
+    wait_until(
+        lambda: gauge(tiered, "wattserve_grid_intensity_grams_per_kwh") == DIRTY,
+        "the dirty grid read",
+        HANG_S,
+    )
 
     async def run() -> list[tuple[httpx.Response, float, float]]:
         async with httpx.AsyncClient(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as client:
             # A full batch on an idle engine would go at once, were the grid not dirty: all of it seen
             # waiting in the lane is the hold.
             held = [asyncio.create_task(timed(client, body(16, "flex"))) for _ in range(FLEX_BATCH)]
-            await until(lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_BATCH)
+            await until(
+                lambda: gauge(tiered, "wattserve_requests_in_flex_lane") == FLEX_BATCH,
+                "a batch in the lane",
+                HANG_S,
+            )
             assert not any(task.done() for task in held)
             set_grid(grid, CLEAN)
             return await asyncio.gather(*held)
@@ -219,6 +225,6 @@ def test_the_engine_stops_busy_waiting_soon_after_its_last_step(tiered: _Launch)
     with httpx.Client(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as http:
         assert http.post("/v1/completions", json=body(4)).status_code == 200
     before = cpu_s()
-    time.sleep(IDLE_WINDOW_S)
+    time.sleep(IDLE_WINDOW_S)  # the idle window is the behaviour under test: CPU spent after the last step
     # With vLLM's 1-s busy-wait each reader would spend about a CPU second of this window spinning.
     assert cpu_s() - before < 0.5
