@@ -164,7 +164,9 @@ class AdmissionController:
 
     def _nearly_idle(self) -> bool:
         # A request joining a running batch needs no companions: continuous batching takes it at once.
-        return self.running + len(self._gathering) <= 1 and self.load.running <= 1
+        # Those gathering are not running yet: counting them would make the third of a batch of three
+        # skip the window and leave the first two to wait it out.
+        return self.running <= 1 and self.load.running <= 1
 
     async def _gather(self) -> None:
         gathered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
