@@ -75,7 +75,7 @@ def _mean_watts(meter: NvmlMeter, duration_s: float) -> float:
     deadline = time.monotonic() + duration_s
     while time.monotonic() < deadline:
         samples.append(meter.power_w()[0])
-        time.sleep(FINE_PERIOD_S)
+        time.sleep(FINE_PERIOD_S)  # the sampling period of this measurement
     return statistics.fmean(samples)
 
 
@@ -102,7 +102,7 @@ def measure_window(window_s: float = WINDOW_S) -> WindowFigures:
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        time.sleep(WARM_UP_S)  # steady clocks and power
+        time.sleep(WARM_UP_S)  # the measurement's warm-up under load: steady clocks and power
         update_period_ms = _counter_update_period_ms(counter_meter)
         fallback_start = fallback_meter.read_joules()[0]
         stop_fallback = threading.Event()
@@ -119,7 +119,7 @@ def measure_window(window_s: float = WINDOW_S) -> WindowFigures:
                 fine_joules += (now - last[0]) * (watts + last[1]) / 2
             last = (now, watts)
             fine_samples.append(watts)
-            time.sleep(FINE_PERIOD_S)
+            time.sleep(FINE_PERIOD_S)  # the sampling period of the fine-grained reference
         counter_joules = counter_meter.read_joules()[0] - counter_start
         stop_fallback.set()
         fallback.join()

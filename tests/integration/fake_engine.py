@@ -59,7 +59,7 @@ class FakeEngine:
         if spec.n > 1 and spec.temperature == 0:
             raise InvalidRequestError("n must be 1 when using greedy sampling")
         for step_index in range(spec.max_tokens or 1):
-            await asyncio.sleep(self.step_delay_s)
+            await asyncio.sleep(self.step_delay_s)  # the engine's step time: the behaviour this double plays
             last = step_index == (spec.max_tokens or 1) - 1
             deltas = [
                 ChoiceDelta(i, WORDS[(step_index + i) % len(WORDS)], 1, None, "length" if last else None)

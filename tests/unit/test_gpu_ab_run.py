@@ -72,7 +72,7 @@ def test_a_failing_client_is_reported_with_its_log(tmp_path: Path, mode: str, me
 FAKE_SERVER = textwrap.dedent(
     """\
     import http.server, subprocess, sys
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # must outlive the step
     open(sys.argv[1], "w").write(str(child.pid))
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
