@@ -21,6 +21,7 @@ import os
 logger = logging.getLogger(__name__)
 
 ENV = "WATTSERVE_ENGINE_SPIN_SECONDS"
+APPLIED = "engine busy-wait after a step set to %s s (%s)"
 
 
 def register() -> None:
@@ -41,3 +42,8 @@ def register() -> None:
         return
     index = with_defaults.index("busy_loop_s")
     init.__defaults__ = (*defaults[:index], float(value), *defaults[index + 1 :])
+    # vLLM's logger: its handlers are set up in each of vLLM's processes, where this runs, so the line
+    # reaches the server's log with the process named, and says in which processes the setting acted.
+    from vllm.logger import init_logger  # noqa: PLC0415
+
+    init_logger(f"vllm.{__name__}").info(APPLIED, float(value), ENV)

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.engine import spin_tail
 from tests.e2e.conftest import API_KEY, MODEL, _Launch
 from tests.waiting import until, wait_until
 
@@ -28,7 +28,6 @@ FLEX_BATCH = 3
 FLEX_QUEUE = 6
 DIRTY, CLEAN, LIMIT = 500.0, 100.0, 300.0  # gCO2e/kWh
 SPIN_S = 0.02
-IDLE_WINDOW_S = 3.0
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -214,17 +213,18 @@ def test_a_dirty_grid_holds_flex_work_until_it_is_clean_and_the_avoided_grams_ad
     assert all(e["co2e_grams"] == pytest.approx(e["joules"] / 3.6e6 * CLEAN, rel=0.01) for e in usage)
 
 
-def test_the_engine_stops_busy_waiting_soon_after_its_last_step(tiered: _Launch) -> None:
-    """vLLM's own busy-wait is a second per process after every step: a core each, for nothing."""
-    engine = psutil.Process(tiered.process.pid).children(recursive=True)
-    assert engine
+def test_the_short_busy_wait_acts_in_the_engine_core_and_its_worker(tiered: _Launch) -> None:
+    """vLLM's own busy-wait is a second per process after every step: a core each, for nothing.
 
-    def cpu_s() -> float:
-        return sum(sum(process.cpu_times()[:2]) for process in engine)
-
+    The plugin says where it acted; what the short spin saves is measured by the energy-policy benchmark.
+    """
     with httpx.Client(base_url=tiered.base_url, headers=AUTH, timeout=HANG_S) as http:
         assert http.post("/v1/completions", json=body(4)).status_code == 200
-    before = cpu_s()
-    time.sleep(IDLE_WINDOW_S)  # the idle window is the behaviour under test: CPU spent after the last step
-    # With vLLM's 1-s busy-wait each reader would spend about a CPU second of this window spinning.
-    assert cpu_s() - before < 0.5
+    applied = spin_tail.APPLIED % (SPIN_S, spin_tail.ENV)
+    processes = {
+        line.split(" pid=")[0].lstrip("(")
+        for line in tiered.log_path.read_text().splitlines()
+        if applied in line
+    }
+    assert {"EngineCore"} <= processes
+    assert any("Worker" in process for process in processes), processes

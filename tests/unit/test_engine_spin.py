@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -18,13 +19,15 @@ def vllm_defaults() -> Iterator[tuple]:
     SpinCondition.__init__.__defaults__ = saved
 
 
-def test_the_plugin_sets_the_spin_of_every_reader_made_after_it(
-    vllm_defaults: tuple, monkeypatch: pytest.MonkeyPatch
+def test_the_plugin_sets_the_spin_of_every_reader_made_after_it_and_says_so(
+    vllm_defaults: tuple, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv(spin_tail.ENV, "0.02")
-    spin_tail.register()
+    with caplog.at_level(logging.INFO, logger=f"vllm.{spin_tail.__name__}"):
+        spin_tail.register()
     assert SpinCondition.__init__.__defaults__ == (0.02,)
     assert vllm_defaults == (1,)  # vLLM 0.32's own
+    assert spin_tail.APPLIED % (0.02, spin_tail.ENV) in caplog.text
 
 
 def test_without_the_variable_vllm_keeps_its_default(
