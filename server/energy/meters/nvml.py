@@ -97,6 +97,6 @@ class NvmlMeter:
             return [self._instant_power_w(handle) for handle in self._handles]
 
     def close(self) -> None:
-        """Shut NVML down."""
-        with contextlib.suppress(Exception):
+        """Shut NVML down (a driver that is already gone has nothing left to shut)."""
+        with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
