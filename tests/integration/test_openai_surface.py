@@ -11,7 +11,6 @@ import ipaddress
 import json
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from server.compose import create_app
 from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
 from tests.integration.fake_engine import WORDS, FakeEngine
+from tests.waiting import wait_until
 
 MODEL = FakeEngine.served_model_name
 KEY = {"Authorization": "Bearer k"}
@@ -195,11 +195,8 @@ def free_port() -> int:
 def run_in_thread(server: uvicorn.Server, ready: Callable[[], bool]) -> threading.Thread:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not ready():
-        assert thread.is_alive(), "the TLS server stopped"
-        assert time.monotonic() < deadline, "the TLS server did not start"
-        time.sleep(0.05)
+    wait_until(lambda: ready() or not thread.is_alive(), "the TLS server starting", timeout_s=30)
+    assert thread.is_alive(), "the TLS server stopped"
     return thread
 
 
