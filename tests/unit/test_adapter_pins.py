@@ -18,6 +18,7 @@ from adapters.slots import EngineSlots
 from adapters.types import AdapterFacts, AdapterRef, AdapterState
 from adapters.validation import BaseModelInfo
 from tests.unit.fake_lora_slots import VllmSlotModel
+from tests.waiting import until
 
 FACTS = AdapterFacts(Path("/adapters/x"), None, 8, 16.0, ("q_proj",), 1)
 
@@ -41,6 +42,12 @@ async def capacity_reason(call) -> Reason:  # noqa: ANN001
 def live_ids(adapters: AdapterManager) -> list[int]:
     states = (AdapterState.READY, AdapterState.DRAINING)
     return [e.ref.adapter_id for e in adapters.registry.entries() if e.state in states]
+
+
+def drained_but_live(adapters: AdapterManager) -> list[int]:
+    """Versions that no request holds any more but that are not yet retired from the engine."""
+    entries = adapters.registry.entries()
+    return [e.ref.adapter_id for e in entries if e.state is AdapterState.DRAINING and not e.in_flight]
 
 
 def test_the_model_reproduces_why_one_free_slot_is_not_enough() -> None:
@@ -233,7 +240,7 @@ async def _play(engine: VllmSlotModel, actions: list[tuple]) -> None:
                 adapters.registry.release(held.pop(0))
         except (AdapterCapacityError, AdapterNotFoundError):
             pass
-        await asyncio.sleep(0)  # let retirements of drained versions run
+        await until(lambda: not drained_but_live(adapters), "the retirement of drained versions")
         if action == "step":
             live = live_ids(adapters)
             engine.step_every_batch(live)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from pathlib import Path
 
 import pytest
 
 from adapters.errors import AdapterLoadError, AdapterNotFoundError
 from adapters.loader import AdapterManager
-from adapters.registry import AdapterRegistry
+from adapters.registry import AdapterEntry, AdapterRegistry
 from adapters.types import AdapterFacts, AdapterRef, AdapterState
 from adapters.validation import BaseModelInfo
+from tests.waiting import until
 
 
 def ref(registry: AdapterRegistry, name: str = "a", version: str = "v1") -> AdapterRef:
@@ -29,8 +31,10 @@ async def test_replacement_routes_new_requests_at_once_and_drains_the_old_versio
     assert old.state is AdapterState.DRAINING
     assert registry.acquire("a").version == "v2"
     waiter = asyncio.create_task(registry.wait_drained(old))
-    await asyncio.sleep(0)
-    assert not waiter.done()
+    await until(
+        lambda: inspect.getcoroutinestate(waiter.get_coro()) != inspect.CORO_CREATED, "the waiter starting"
+    )
+    assert not waiter.done()  # it began, and a held request keeps it waiting
     registry.release(held)
     await asyncio.wait_for(waiter, 1)
 
@@ -85,10 +89,20 @@ async def test_old_version_leaves_the_engine_only_after_its_last_request(
 ) -> None:
     engine = FakeEngine()
     adapters = manager(engine, tmp_path, monkeypatch)
+    waited_on: list[int] = []
+    wait_drained = adapters.registry.wait_drained
+
+    async def recorded_wait(entry: AdapterEntry) -> None:
+        waited_on.append(entry.ref.adapter_id)
+        await wait_drained(entry)
+
+    monkeypatch.setattr(adapters.registry, "wait_drained", recorded_wait)
     first = await adapters.load("a", str(tmp_path))
     held = adapters.registry.acquire("a")
     await adapters.load("a", str(tmp_path))
-    await asyncio.sleep(0.01)
+    # The retirement runs in the background; once it has asked to wait, a removal that did not wait
+    # would already have happened.
+    await until(lambda: first.ref.adapter_id in waited_on, "the old version's retirement begun")
     assert first.ref.adapter_id in engine.loaded
     adapters.registry.release(held)
     await adapters.drain()

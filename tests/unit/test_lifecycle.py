@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from server.runtime.lifecycle import EXIT_ENGINE_DEAD, Lifecycle, cut_after_s
+from tests.waiting import until
 
 
 class Scopes:
@@ -31,12 +32,24 @@ class Scopes:
         await self._closed.wait()
 
 
+class DeadEngine:
+    """An engine that has died; counts how often the lifecycle looked."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def __call__(self) -> bool:
+        self.looks += 1
+        return True
+
+
 async def watch(keep_alive: bool) -> tuple[Lifecycle, Scopes, list[str]]:
-    lifecycle, scopes, stopped = Lifecycle(grace_s=30.0), Scopes(), []
+    lifecycle, scopes, stopped, engine = Lifecycle(grace_s=30.0), Scopes(), [], DeadEngine()
     lifecycle.bind_server(lambda: stopped.append("stop"))
-    lifecycle.watch_engine(lambda: True, scopes, keep_alive)  # type: ignore[arg-type]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    lifecycle.watch_engine(engine, scopes, keep_alive)  # type: ignore[arg-type]
+    # The watch acts on what it saw in the step that saw it: until its next await (for the requests'
+    # errors) or its end (kept alive).
+    await until(lambda: engine.looks > 0, "the lifecycle looking at the engine")
     return lifecycle, scopes, stopped
 
 
@@ -46,9 +59,7 @@ async def test_the_server_stops_non_zero_once_in_flight_requests_have_their_erro
     assert lifecycle.exit_code == EXIT_ENGINE_DEAD
     assert stopped == []  # a request is still being answered
     scopes.finish()
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert stopped == ["stop"]
+    await until(lambda: stopped == ["stop"], "the server told to stop")
     assert not scopes.interrupted
 
 
