@@ -152,7 +152,21 @@ ADMISSION_FLAGS: list[Flag] = [
     Flag(
         "--max-prompt-chars",
         "max_prompt_chars",
-        "Longer prompts get 400 before rendering (unset: 32 x --max-model-len).",
+        "Requests whose prompts (or chat messages, every field) hold more characters in all get 400 "
+        "before rendering (unset: 32 x --max-model-len).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-chat-messages",
+        "max_chat_messages",
+        "Chats with more messages get 400 before rendering.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-response-tokens",
+        "max_response_tokens",
+        "Requests asking for more, n x max_tokens x (1 + top_logprobs) over all prompts, get 400 "
+        "(unset: 131072 or --max-model-len, whichever is larger).",
         {"type": int},
     ),
 ]

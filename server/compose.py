@@ -43,8 +43,9 @@ from server.runtime.lifecycle import Lifecycle
 from server.runtime.startup_adapters import start_adapters, watch_adapter_dir
 from server.serving.aborts import EngineAborts
 from server.serving.intake import RequestIntake
+from server.serving.prepare import InputLimits
 from server.serving.scope import ScopeServices
-from server.settings import ServerSettings
+from server.settings import DEFAULT_MAX_RESPONSE_TOKENS, ServerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,12 @@ def compose(
             engine.served_model_name,
             policy.admission,
             policy.flex,
-            settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
+            InputLimits(
+                prompt_chars=settings.max_prompt_chars or PROMPT_CHARS_PER_TOKEN * engine.max_model_len,
+                chat_messages=settings.max_chat_messages,
+                response_tokens=settings.max_response_tokens
+                or max(DEFAULT_MAX_RESPONSE_TOKENS, engine.max_model_len),
+            ),
         )
         lifecycle.attach(loop, intake)
         lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)

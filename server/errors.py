@@ -4,7 +4,9 @@ Tree::
 
     ServerError                      500 server_error
     ├── InvalidRequestError          400 invalid_request_error
-    │   └── ContextLengthError       400 invalid_request_error, code context_length_exceeded
+    │   ├── ContextLengthError       400 invalid_request_error, code context_length_exceeded
+    │   ├── TooManyMessagesError     400 invalid_request_error, code array_above_max_length
+    │   └── ResponseTooLargeError    400 invalid_request_error, code response_too_large
     ├── AuthenticationError          401 authentication_error
     ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
     ├── PayloadTooLargeError         413 invalid_request_error, code request_too_large
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from server.protocol import ErrorDetail, ErrorResponse
+from server.protocol import ErrorDetail, ErrorResponse, printable
 
 
 class ServerError(Exception):
@@ -48,6 +50,18 @@ class ContextLengthError(InvalidRequestError):
     """The prompt plus the requested output do not fit the model's context."""
 
     code = "context_length_exceeded"
+
+
+class TooManyMessagesError(InvalidRequestError):
+    """A chat holds more messages than the server renders (OpenAI's code for an over-long array)."""
+
+    code = "array_above_max_length"
+
+
+class ResponseTooLargeError(InvalidRequestError):
+    """A request asks for more tokens and log probabilities than one answer may hold."""
+
+    code = "response_too_large"
 
 
 class AuthenticationError(ServerError):
@@ -106,8 +120,13 @@ class EngineUnavailableError(ServerError):
 
 
 def error_body(message: str, error_type: str, param: str | None, code: str | None) -> dict:
-    """Build OpenAI's error body as a plain dict (also used inside SSE streams)."""
-    detail = ErrorDetail(message=message, type=error_type, param=param, code=code)
+    """Build OpenAI's error body as a plain dict (also used inside SSE streams).
+
+    Messages and params may echo the request; what UTF-8 cannot encode is escaped, so the body can
+    always be sent whatever the input held.
+    """
+    param = printable(param) if param is not None else None
+    detail = ErrorDetail(message=printable(message), type=error_type, param=param, code=code)
     return ErrorResponse(error=detail).model_dump()
 
 

@@ -18,6 +18,8 @@ def _default_cache_dir() -> Path:
 # Under the slo energy policy vLLM's processes busy-wait 20 ms for the next step instead of vLLM's 1 s:
 # steps under load come far more often, and a gap longer than this costs one socket wake-up.
 SLO_POLICY_SPIN_S = 0.02
+# An answer of this many tokens, or a tenth with top_logprobs 9, is a few MB of JSON.
+DEFAULT_MAX_RESPONSE_TOKENS = 2**17
 
 
 class ServerSettings(BaseSettings):
@@ -48,6 +50,11 @@ class ServerSettings(BaseSettings):
     # Input bounds, checked before anything is parsed or rendered.
     max_request_body_bytes: int = Field(default=16 * 2**20, ge=1024)
     max_prompt_chars: int | None = Field(default=None, ge=1)  # None: 32 characters per context token
+    # Every message costs the chat template a turn whatever it holds: the count is bounded on its own.
+    max_chat_messages: int = Field(default=2048, ge=1)
+    # What one answer may hold, n x max_tokens x (1 + top_logprobs) over its prompts (None: the larger
+    # of DEFAULT_MAX_RESPONSE_TOKENS and the context length, so one full-context answer always fits).
+    max_response_tokens: int | None = Field(default=None, ge=1)
     disable_fastapi_docs: bool = False
     # After vLLM's engine dies, answer in-flight requests with an error, then exit non-zero (a supervisor
     # restarts the server); with this set, keep running and answer 503, as vLLM's

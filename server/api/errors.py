@@ -20,7 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterCapacityError, AdapterError, AdapterNotFoundError, AdapterValidationError
 from server.errors import PayloadTooLargeError, ServerError, error_body, server_error_body
-from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS, ErrorResponse
+from server.protocol import (
+    INVALID_ENCODING,
+    UNSUPPORTED_CHAT_FIELDS,
+    UNSUPPORTED_COMPLETION_FIELDS,
+    ErrorResponse,
+)
 
 logger = logging.getLogger(__name__)
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
@@ -33,6 +38,8 @@ def _json(status: int, body: dict) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """Turn pydantic's first error into OpenAI's one-line message and `param`."""
     first = exc.errors()[0]
+    if first.get("type") == INVALID_ENCODING:  # checked on the whole body: the field is in the context
+        return str(first.get("msg")), first.get("ctx", {}).get("param")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     # Union members add their type to the location ("str", "list[TextPart]", "constrained-str"); drop
     # those to name the field itself. Field names are plain identifiers, so they are never dropped.
@@ -143,7 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return _json(400, error_body(message, "invalid_request_error", param, None))
+        code = INVALID_ENCODING if exc.errors()[0].get("type") == INVALID_ENCODING else None
+        return _json(400, error_body(message, "invalid_request_error", param, code))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

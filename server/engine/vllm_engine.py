@@ -25,7 +25,7 @@ from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 from adapters.types import AdapterRef
 from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
-from server.errors import EngineUnavailableError, InvalidRequestError
+from server.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ SERVER_USAGE_CONTEXT = UsageContext.OPENAI_API_SERVER
 def engine_config(engine_args: AsyncEngineArgs) -> VllmConfig:
     """The engine configuration `vllm serve` resolves for the same engine arguments."""
     return engine_args.create_engine_config(usage_context=SERVER_USAGE_CONTEXT)
+
+
+# The parameters vLLM's renderer names when a prompt is longer than the context (in characters before
+# tokenizing, in tokens after).
+PROMPT_TOO_LONG = frozenset({"input_text", "input_tokens"})
+
+
+@contextlib.contextmanager
+def _prompt_length(param: str) -> Iterator[None]:
+    """Turn vLLM's prompt length refusals into our `context_length_exceeded`, naming the request's field."""
+    try:
+        yield
+    except VLLMValidationError as err:
+        if err.parameter not in PROMPT_TOO_LONG:
+            raise
+        raise ContextLengthError(str(err.args[0]) if err.args else str(err), param=param) from err
 
 
 @contextlib.contextmanager
@@ -152,10 +168,9 @@ class VllmEngine:
     async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
         """Tokenize a completion prompt (or take its token ids as given)."""
         renderer = self._llm.renderer
-        with _vllm_errors():
+        with _vllm_errors(), _prompt_length("prompt"):
             (engine_input,) = await renderer.render_cmpl_async(
-                [parse_model_prompt(self._llm.model_config, prompt)],
-                TokenizeParams(max_total_tokens=None, add_special_tokens=True),
+                [parse_model_prompt(self._llm.model_config, prompt)], self._tokenize_params(True)
             )
         text = prompt if isinstance(prompt, str) else None
         return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input, text)
@@ -167,7 +182,7 @@ class VllmEngine:
     async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
         """Apply the tokenizer's chat template to `messages` and tokenize the result."""
         renderer = self._llm.renderer
-        with _vllm_errors():
+        with _vllm_errors(), _prompt_length("messages"):
             try:
                 _, (engine_input,) = await renderer.render_chat_async(
                     [list(messages)],
@@ -176,13 +191,33 @@ class VllmEngine:
                         chat_template_content_format="string",
                         chat_template_kwargs={"add_generation_prompt": True},
                     ),
-                    TokenizeParams(max_total_tokens=None, add_special_tokens=False),
+                    self._tokenize_params(False),
                 )
             except ValueError as err:  # e.g. the model has no chat template
                 raise InvalidRequestError(f"Cannot apply the chat template: {err}") from err
             except TimeoutError as err:  # vLLM's VLLM_CHAT_TEMPLATE_RENDER_TIMEOUT
                 raise InvalidRequestError(f"Rendering the chat template took too long: {err}") from err
         return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input)
+
+    def _tokenize_params(self, add_special_tokens: bool) -> TokenizeParams:
+        # As vLLM's server builds them (ChatCompletionRequest/CompletionRequest.build_tok_params): the
+        # context bounds the prompt, so the tokenizer stops one token past it instead of encoding
+        # megabytes, and text too long even for the longest tokens is refused before tokenizing. The
+        # output length is checked with the token count, in serving.prepare.
+        return TokenizeParams(
+            max_total_tokens=self.max_model_len,
+            max_total_tokens_param="max_model_len",
+            add_special_tokens=add_special_tokens,
+        )
+
+    async def check_grammar(self, schema_json: str) -> None:
+        """Return once a JSON schema is known to compile within the deadline (see `grammar_gate`).
+
+        Raises:
+            GrammarTooComplexError: It does not.
+        """
+        if self._grammar_gate is not None:
+            await self._grammar_gate.check(schema_json)
 
     def _sampling_params(self, spec: SamplingSpec) -> SamplingParams:
         chosen = {

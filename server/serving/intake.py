@@ -19,6 +19,7 @@ from adapters.types import AdapterRef
 from server.errors import ModelNotFoundError
 from server.policy.admission import AdmissionController
 from server.policy.flex_lane import FlexLane
+from server.serving.prepare import InputLimits
 from server.serving.scope import RequestScope, ScopeServices
 from server.tiers import Tier
 
@@ -47,13 +48,13 @@ class RequestIntake:
         served_model_name: str,
         admission: AdmissionController,
         flex: FlexLane,
-        max_prompt_chars: int,
+        limits: InputLimits,
     ) -> None:
         self.services = services
         self.served_model_name = served_model_name
         self.admission = admission
         self.flex = flex
-        self.max_prompt_chars = max_prompt_chars
+        self.limits = limits
         self._open: set[RequestScope] = set()
         self._none_open = asyncio.Event()
         self._none_open.set()

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from server.engine.protocol import EngineClient
 from server.engine.types import PreparedPrompt, SamplingSpec
-from server.errors import ContextLengthError, InvalidRequestError
+from server.errors import ContextLengthError, InvalidRequestError, ResponseTooLargeError, TooManyMessagesError
 from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one request may hold and ask for, each checked before its part of the work starts."""
+
+    prompt_chars: int  # all prompts of a request, or every field of every chat message, together
+    chat_messages: int
+    response_tokens: int  # n x max_tokens x (1 + top_logprobs), over all prompts
 
 
 def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len: int, what: str) -> int:
@@ -63,21 +72,89 @@ def _spec(
 
 
 def check_prompt_chars(chars: int, limit: int, what: str) -> None:
-    """Refuse a prompt too long to fit the context before it is rendered or tokenized.
+    """Refuse prompts too long to fit the context before they are rendered or tokenized.
 
-    Rendering and tokenizing run in vLLM's renderer pool (one thread by default): a prompt of megabytes
-    would hold every other request's rendering up for seconds. The limit is far above what fits the
-    context, so only prompts that could never be served are refused here.
+    Rendering and tokenizing run in vLLM's renderer pool (one thread by default): megabytes of prompt
+    would hold every other request's rendering up for seconds, whether in one prompt or spread over a
+    request's many. The limit is far above what fits the context, so only requests that could never be
+    served are refused here.
 
     Raises:
         ContextLengthError: `chars` is over `limit`.
     """
     if chars > limit:
         raise ContextLengthError(
-            f"The {what} holds {chars} characters, more than this server accepts ({limit}, see "
-            f"--max-prompt-chars); it cannot fit the model's context.",
+            f"The {what} hold {chars} characters in all, more than this server accepts ({limit}, see "
+            f"--max-prompt-chars); they cannot fit the model's context.",
             param="messages" if what == "messages" else "prompt",
         )
+
+
+def check_chat_messages(count: int, limit: int) -> None:
+    """Refuse a chat of more messages than the server renders, before the template runs.
+
+    The template renders every message, empty or not, on the renderer's thread: hundreds of thousands
+    of empty messages hold no characters yet take seconds to render.
+
+    Raises:
+        TooManyMessagesError: `count` is over `limit`.
+    """
+    if count > limit:
+        raise TooManyMessagesError(
+            f"messages: this chat has {count} messages; this server renders at most {limit} "
+            f"(--max-chat-messages).",
+            param="messages",
+        )
+
+
+def chat_chars(body: ChatCompletionRequest) -> int:
+    """Characters of every message field the chat template may render (role, name, content parts)."""
+    total = 0
+    for message in body.messages:
+        total += len(message.role) + len(message.name or "")
+        if isinstance(message.content, str):
+            total += len(message.content)
+        elif message.content is not None:
+            total += sum(len(part.text) for part in message.content)
+    return total
+
+
+def check_response_size(
+    prompts: int,
+    n: int,
+    max_tokens: int,
+    alternatives: int,
+    limit: int,
+    *,
+    max_tokens_param: str,
+    alternatives_param: str,
+) -> None:
+    """Refuse a request whose answer could hold more tokens and log probabilities than `limit`.
+
+    A whole answer is serialized at once: 32 choices of 600 tokens with 20 alternatives each is 27 MB
+    of JSON. The param named is the first, in the order max_tokens, n, prompt, logprobs, whose
+    product goes over the limit.
+
+    Raises:
+        ResponseTooLargeError: `prompts` x `n` x `max_tokens` x (1 + `alternatives`) is over `limit`.
+    """
+    entries = prompts * n * max_tokens * (1 + alternatives)
+    if entries <= limit:
+        return
+    if max_tokens > limit:
+        param = max_tokens_param
+    elif n * max_tokens > limit:
+        param = "n"
+    elif prompts * n * max_tokens > limit:
+        param = "prompt"
+    else:
+        param = alternatives_param
+    raise ResponseTooLargeError(
+        f"{param}: this request may produce {entries} tokens and log probabilities ({prompts} prompt(s) "
+        f"x n={n} x {max_tokens_param}={max_tokens} x (1 + {alternatives_param}={alternatives})); one "
+        f"answer may hold at most {limit} (--max-response-tokens). Ask for less.",
+        param=param,
+    )
 
 
 def check_sequences(prompts: int, n: int, max_num_seqs: int) -> None:
@@ -98,22 +175,32 @@ def check_sequences(prompts: int, n: int, max_num_seqs: int) -> None:
 
 
 async def prepare_chat(
-    engine: EngineClient, body: ChatCompletionRequest, max_prompt_chars: int
+    engine: EngineClient, body: ChatCompletionRequest, limits: InputLimits
 ) -> tuple[PreparedPrompt, SamplingSpec]:
-    """Template and tokenize a chat request, check its length and build its sampling spec."""
+    """Template and tokenize a chat request, check its sizes and build its sampling spec."""
     check_sequences(1, body.n, engine.max_num_seqs)
+    check_chat_messages(len(body.messages), limits.chat_messages)
+    check_prompt_chars(chat_chars(body), limits.prompt_chars, "messages")
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
-    check_prompt_chars(sum(len(message["content"]) for message in messages), max_prompt_chars, "messages")
     prompt = await engine.render_chat(messages)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"
+    )
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    check_response_size(
+        1,
+        body.n,
+        max_tokens,
+        logprobs or 0,
+        limits.response_tokens,
+        max_tokens_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
+        alternatives_param="top_logprobs",
     )
     json_schema, json_object = None, False
     if body.response_format is not None and body.response_format.json_schema is not None:
         json_schema = body.response_format.json_schema.schema_ or {"type": "object"}
     elif body.response_format is not None:
         json_object = body.response_format.type == "json_object"
-    logprobs = (body.top_logprobs or 0) if body.logprobs else None
     return prompt, _spec(
         body,
         max_tokens,
@@ -125,16 +212,15 @@ async def prepare_chat(
 
 
 async def prepare_completion(
-    engine: EngineClient, body: CompletionRequest, max_prompt_chars: int
+    engine: EngineClient, body: CompletionRequest, limits: InputLimits
 ) -> tuple[list[PreparedPrompt], SamplingSpec]:
-    """Tokenize each prompt of a completion request, check lengths and build the sampling spec.
+    """Tokenize each prompt of a completion request, check sizes and build the sampling spec.
 
     With `echo`, every prompt carries its text: token-id prompts are decoded for it.
     """
     check_sequences(len(body.prompts), body.n, engine.max_num_seqs)
-    for prompt in body.prompts:
-        if isinstance(prompt, str):
-            check_prompt_chars(len(prompt), max_prompt_chars, "prompt")
+    chars = sum(len(prompt) for prompt in body.prompts if isinstance(prompt, str))
+    check_prompt_chars(chars, limits.prompt_chars, "prompts")
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     if prompt_logprobs is not None and not engine.supports_prompt_logprobs:
         raise InvalidRequestError(
@@ -150,4 +236,13 @@ async def prepare_completion(
     for prompt in prompts:
         resolved = resolve_max_tokens(len(prompt.token_ids), body.max_tokens, engine.max_model_len, "prompt")
         max_tokens = resolved if max_tokens is None else min(max_tokens, resolved)
+    check_response_size(
+        len(prompts),
+        body.n,
+        max_tokens or 1,
+        body.logprobs or 0,
+        limits.response_tokens,
+        max_tokens_param="max_tokens",
+        alternatives_param="logprobs",
+    )
     return prompts, _spec(body, max_tokens or 1, logprobs=body.logprobs, prompt_logprobs=prompt_logprobs)

@@ -12,11 +12,12 @@ from adapters.registry import AdapterEntry
 from server.api.errors import documented_errors
 from server.api.state import Serving, get_serving
 from server.errors import InvalidRequestError
+from server.protocol import RequestBody
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 409, 413, 503))
 
 
-class LoadAdapterRequest(BaseModel):
+class LoadAdapterRequest(RequestBody):
     """Body of `POST /v1/adapters`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -26,7 +27,7 @@ class LoadAdapterRequest(BaseModel):
     pinned: bool = False
 
 
-class VllmLoadRequest(BaseModel):
+class VllmLoadRequest(RequestBody):
     """vLLM's `POST /v1/load_lora_adapter` body."""
 
     model_config = ConfigDict(extra="ignore")
@@ -35,7 +36,7 @@ class VllmLoadRequest(BaseModel):
     load_inplace: bool = False
 
 
-class VllmUnloadRequest(BaseModel):
+class VllmUnloadRequest(RequestBody):
     """vLLM's `POST /v1/unload_lora_adapter` body."""
 
     model_config = ConfigDict(extra="ignore")

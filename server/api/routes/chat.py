@@ -149,7 +149,7 @@ async def create_chat_completion(
     scope = await intake.open(body.model, body.tier, partial(unless_disconnected, request))
 
     async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
-        prompt, spec = await prepare_chat(serving.engine, body, intake.max_prompt_chars)
+        prompt, spec = await prepare_chat(serving.engine, body, intake.limits)
         return [prompt], spec
 
     return await respond(

@@ -140,7 +140,7 @@ async def create_completion(
     return await respond(
         scope,
         request,
-        lambda: prepare_completion(serving.engine, body, intake.max_prompt_chars),
+        lambda: prepare_completion(serving.engine, body, intake.limits),
         lambda request_id, prompts: CompletionFormat(body, request_id, prompts),
         prefix="cmpl",
         stream=body.stream,
