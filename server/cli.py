@@ -150,6 +150,50 @@ ADMISSION_FLAGS: list[Flag] = [
         "--max-request-body-bytes", "max_request_body_bytes", "Larger request bodies get 413.", {"type": int}
     ),
     Flag(
+        "--h11-max-incomplete-event-size",
+        "h11_max_incomplete_event_size",
+        "Bytes a request head (request line and headers) may reach; larger gets 431.",
+        {"type": int},
+    ),
+    Flag(
+        "--h11-max-header-count",
+        "h11_max_header_count",
+        "Headers a request may carry; more gets 431.",
+        {"type": int},
+    ),
+    Flag(
+        "--write-timeout-seconds",
+        "write_timeout_seconds",
+        "Close a connection whose client reads none of its response for this long (0: never).",
+        {"type": float},
+    ),
+    Flag(
+        "--scrape-min-interval-ms",
+        "scrape_min_interval_ms",
+        "Render /metrics and /v1/energy at most once per this many ms, off the event loop.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-prompt-chars",
+        "max_prompt_chars",
+        "Requests whose prompts (or chat messages, every field) hold more characters in all get 400 "
+        "before rendering (unset: 32 x --max-model-len).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-chat-messages",
+        "max_chat_messages",
+        "Chats with more messages get 400 before rendering.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-response-tokens",
+        "max_response_tokens",
+        "Requests asking for more, n x max_tokens x (1 + top_logprobs) over all prompts, get 400 "
+        "(unset: 131072 or --max-model-len, whichever is larger).",
+        {"type": int},
+    ),
+    Flag(
         "--max-prompt-chars",
         "max_prompt_chars",
         "Requests whose prompts (or chat messages, every field) hold more characters in all get 400 "

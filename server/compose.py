@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from adapters.loader import AdapterManager
 from server.api.app import build_http_app
 from server.api.lifespan import make_lifespan
+from server.api.scrape import server_snapshots
 from server.api.state import AppState, Serving
 from server.energy.books import EnergyBooks, EnergyExporter
 from server.energy.carbon import CarbonModel
@@ -114,7 +115,7 @@ def compose(
     metrics.grid_intensity.set_function(lambda: carbon.grid_g_per_kwh)
     summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
     lifecycle = Lifecycle(settings.shutdown_grace_seconds)
-    state = AppState(registry=registry, energy_summary=summary)
+    state = AppState(scrapes=server_snapshots(registry, summary, settings.scrape_min_interval_ms / 1000))
     metrics.engine_healthy.set_function(lambda: 1.0 if state.engine_healthy else 0.0)
 
     async def start() -> tuple[Serving, Running]:

@@ -50,6 +50,16 @@ class ServerSettings(BaseSettings):
     # Input bounds, checked before anything is parsed or rendered.
     max_request_body_bytes: int = Field(default=16 * 2**20, ge=1024)
     max_prompt_chars: int | None = Field(default=None, ge=1)  # None: 32 characters per context token
+    # A request head (request line and headers) and its header count, as vLLM's flags name them; a head
+    # beyond either gets 431. vLLM allows 4 MiB: far more than any client sends, and each open connection
+    # may hold that much.
+    h11_max_incomplete_event_size: int = Field(default=64 * 2**10, ge=1024)
+    h11_max_header_count: int = Field(default=256, ge=1)
+    # A connection whose client takes none of the pending response for this long is closed (0: never).
+    write_timeout_seconds: float = Field(default=30.0, ge=0)
+    # /metrics and /v1/energy are rendered off the event loop, at most once per this many milliseconds
+    # however many clients scrape; each scrape still reflects everything that happened before it arrived.
+    scrape_min_interval_ms: int = Field(default=250, ge=0)
     # Every message costs the chat template a turn whatever it holds: the count is bounded on its own.
     max_chat_messages: int = Field(default=2048, ge=1)
     # What one answer may hold, n x max_tokens x (1 + top_logprobs) over its prompts (None: the larger

@@ -9,17 +9,23 @@ from types import FrameType
 import uvicorn
 from starlette.types import ASGIApp
 
+from server.api.connection import ConnectionLimits, protocol_class
 from server.settings import ServerSettings
 
 
 def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
-    """How uvicorn serves the app: address, TLS, access log, graceful-shutdown bound."""
+    """How uvicorn serves the app: address, TLS, access log, graceful-shutdown bound, connection limits."""
+    limits = ConnectionLimits(
+        max_head_bytes=settings.h11_max_incomplete_event_size,
+        max_header_count=settings.h11_max_header_count,
+        write_timeout_s=settings.write_timeout_seconds or None,
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits),
         log_level=settings.log_level,
         access_log=not settings.disable_uvicorn_access_log,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,

@@ -2,6 +2,10 @@
 
 Routes parse and format; this module runs the request inside its `RequestScope` and hands the scope to
 the response stream when it streams. Whoever holds the scope last closes it (see `request_scope`).
+
+A stream keeps taking the engine's output while its client is not reading (the connection's write
+buffer is full), holding the events back until the client catches up, so the engine's work, and with
+it the admission slot, ends when the engine is done rather than when the client has read everything.
 """
 
 from __future__ import annotations
@@ -9,14 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from server.api.connection import FLOW_EXTENSION
 from server.api.disconnect import unless_disconnected
+from server.api.json_body import serialize
 from server.api.sse import DONE, sse_event
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
@@ -94,13 +100,48 @@ class ScopedStreamingResponse(StreamingResponse):
     def __init__(self, content: AsyncIterator[bytes], scope: RequestScope, headers: dict[str, str]) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
         self._request_scope = scope
+        self._flow: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream, then close the request scope (a no-op when the stream already closed it)."""
+        self._flow = scope.get("extensions", {}).get(FLOW_EXTENSION)
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._request_scope.close(Status.ABORTED)
+            self._request_scope.delivered()
+
+    async def stream_response(self, send: Send) -> None:
+        """Send each event; while the client is not reading, keep taking events and send them together."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        flow, held = self._flow, []
+        async for chunk in self.body_iterator:
+            # A send while the connection's buffer is full waits for the client; the engine would wait too.
+            if flow is not None and flow.write_paused:
+                held.append(chunk)
+                continue
+            body = chunk
+            if held:
+                held.append(chunk)
+                body = b"".join(held)
+                held.clear()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"".join(held), "more_body": False})
+
+
+class ScopedResponse(Response):
+    """A whole answer, whose scope counts it as awaiting the client until it is handed to the connection."""
+
+    def __init__(self, content: bytes, scope: RequestScope, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
+        self._request_scope = scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the body, then stop counting the request as awaiting its client."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._request_scope.delivered()
 
 
 async def respond(
@@ -123,7 +164,8 @@ async def respond(
         stream: Answer with server-sent events.
     """
     async with scope:
-        prompts, spec = await prepare()
+        # A client that leaves while its schema compiles (or its prompt renders) stops that work.
+        prompts, spec = await unless_disconnected(request, prepare())
         wording = make_format(scope.new_request_id(prefix), prompts)
         steps = scope.generate(prompts, spec)
         if stream:
@@ -134,7 +176,18 @@ async def respond(
         result = await unless_disconnected(request, collect(steps, len(prompts) * spec.n, spec.n))
         _raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
         body = wording.body(result, usage_of(scope, await scope.finish()))
-        return Response(body.model_dump_json(), media_type="application/json", headers=scope.headers)
+        return ScopedResponse(await serialize(body, _size_estimate(result)), scope, scope.headers)
+
+
+def _size_estimate(result: GenerationResult) -> int:
+    """Roughly the answer's JSON bytes: its text, and some 40 bytes per logprob entry."""
+    entries = sum(len(p) for p in result.prompt_logprobs if p is not None)
+    size = 0
+    for choice in result.choices:
+        size += len(choice.text)
+        for entry in choice.logprobs or ():
+            entries += 1 + len(entry.top)
+    return size + 40 * entries
 
 
 async def collect(steps: AsyncIterator[Step], choice_count: int, n: int) -> GenerationResult:

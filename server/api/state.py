@@ -6,10 +6,9 @@ import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
-from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
-from server.energy.summary import EnergySummaryExporter
+from server.api.scrape import ScrapeSnapshots
 from server.engine.protocol import EngineClient
 from server.errors import EngineUnavailableError
 from server.serving.intake import RequestIntake
@@ -34,8 +33,7 @@ class AppState:
     engine is up and from the start of shutdown on, when generation routes answer 503.
     """
 
-    registry: CollectorRegistry  # wattserve's metrics; vLLM's live on the process registry
-    energy_summary: EnergySummaryExporter
+    scrapes: ScrapeSnapshots  # what /metrics and /v1/energy answer
     serving: Serving | None = None
     started_at: float = field(default_factory=time.time)
 

@@ -58,7 +58,8 @@ class BulkHistogram(Collector):
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """Every series, with cumulative buckets."""
         family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        for values, (counts, total) in self._series.items():
+        # Scrapes render in a worker thread while the event loop may add a series: iterate over a copy.
+        for values, (counts, total) in list(self._series.items()):
             running, buckets = 0, []
             for bound, count in zip(self.bounds, counts, strict=True):
                 running += count

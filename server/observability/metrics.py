@@ -124,6 +124,12 @@ class ServerMetrics:
             "Requests holding an admission slot (in the engine or on their way to it).",
             registry=registry,
         )
+        self.awaiting_client = Gauge(
+            "wattserve_responses_awaiting_client",
+            "Responses the engine has finished (their admission slot given back) not yet delivered to the "
+            "client: slow readers.",
+            registry=registry,
+        )
         self.flex_wait = Histogram(
             "wattserve_flex_lane_wait_seconds",
             "Time flex requests waited in the flex lane before admission.",

@@ -7,6 +7,11 @@ and in a cancelled task every await is cancelled again, so cleanup that awaited 
 is how requests used to leak). The one asynchronous cleanup, aborting engine requests that did not
 finish, runs as a task of its own (`EngineAborts`) that shutdown waits for.
 
+The admission slot is for engine work: it is given back as soon as every engine request of the scope has
+finished, not when the client has read the answer, so a client that reads slowly or not at all holds
+no slot another request could use (`close` still gives it back if that never happened). From then
+until the response is delivered (`delivered`) the request counts as awaiting its client.
+
 A scope is handed what it uses as one `ScopeServices` record, built once by the composition root; it
 holds no reference back to the intake that opened it, only the callback that says it closed.
 """
@@ -105,6 +110,8 @@ class RequestScope:
         self._ticket = ticket
         self._arrival_s = arrival_s
         self._handed_off = False
+        self._unfinished = 0  # engine requests started and not finished
+        self._awaiting_client = False  # done in the engine, the response not delivered yet
         # The request is the server's from admission on: rendering and tokenizing it is its work too, so
         # its first energy account opens now (the first engine request takes it over).
         self._flex_lane = flex_lane  # seconds waited in the flex lane, grams per joule at arrival if held
@@ -137,6 +144,7 @@ class RequestScope:
     ) -> AsyncIterator[tuple[int, GenerationStep]]:
         """Generate for every prompt at once, yielding `(prompt index, step)` with the books kept."""
         engine, priority = self._services.engine, self.tier.engine_priority
+        self._unfinished = len(prompts)
         if len(prompts) == 1:
             sub = self._begin(self.request_id, prompts[0])
             async for step in engine.generate(
@@ -216,8 +224,22 @@ class RequestScope:
             sub.queue_s = self._ticket.waited_s + step.queue_s
         if step.cached_tokens is not None:
             sub.cached_tokens = step.cached_tokens
-        if step.finished:
+        if step.finished and not sub.finished:
             sub.finished = True
+            self._unfinished -= 1
+            if not self._unfinished:
+                self._engine_done()
+
+    def _engine_done(self) -> None:
+        self._ticket.release()
+        self._awaiting_client = True
+        self._services.metrics.awaiting_client.inc()
+
+    def delivered(self) -> None:
+        """The response has been handed to the connection, or never will be; only the first call counts."""
+        if self._awaiting_client:
+            self._awaiting_client = False
+            self._services.metrics.awaiting_client.dec()
 
     async def finish(self) -> EnergyFigures | None:
         """Close the scope as answered; with a meter, read it first so the energy is final.
@@ -297,5 +319,6 @@ class RequestScope:
         if exc_type is not None:
             gone = issubclass(exc_type, (asyncio.CancelledError, ClientDisconnectedError))
             self.close(Status.ABORTED if gone else Status.ERROR)
+            self.delivered()  # what goes out now is an error, not the answer the engine made
         elif not self._handed_off:
             self.close(Status.OK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from server.api.errors import documented_errors
 from server.api.state import AppState, get_state
@@ -11,7 +12,8 @@ from server.energy.summary import EnergySummary
 router = APIRouter(responses=documented_errors(401))
 
 
-@router.get("/v1/energy")
-async def energy_summary(state: AppState = Depends(get_state)) -> EnergySummary:
+@router.get("/v1/energy", response_model=EnergySummary)
+async def energy_summary(state: AppState = Depends(get_state)) -> Response:
     """Energy since start, overall, per adapter and per tier; `source` tells measured from estimated."""
-    return state.energy_summary.summary()
+    snapshot = await state.scrapes.latest()
+    return Response(snapshot.energy, media_type="application/json")

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.errors import documented_errors
 from server.api.state import AppState, get_engine, get_state
@@ -40,6 +40,5 @@ async def server_version() -> dict[str, str | None]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: AppState = Depends(get_state)) -> Response:
     """Prometheus exposition: wattserve's metrics, then vLLM's `vllm:*` engine metrics."""
-    # vLLM registers its collectors on the process-wide registry; ours live on the app's own registry.
-    ours = generate_latest(state.registry)
-    return Response(ours + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    snapshot = await state.scrapes.latest()  # rendered off the event loop (server/api/scrape.py)
+    return Response(snapshot.metrics, media_type=CONTENT_TYPE_LATEST)
