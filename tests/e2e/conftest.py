@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 from tests.e2e.adapter_files import copy_adapter
+from tests.waiting import wait_until
 
 API_KEY = "e2e-test-key"
 ADMIN_KEY = "e2e-admin-key"
@@ -66,24 +66,25 @@ class _Launch:
             )
         self.base_url = f"http://127.0.0.1:{self.port}"
 
+    def _healthy_or_exited(self) -> bool:
+        if self.process.poll() is not None:
+            return True
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def ready(self) -> Server:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"server exited with {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return Server(self.base_url, _cache_dir(self.root), self.log_path)
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.process.kill()
-                pytest.fail(
-                    f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_path.read_text()[-4000:]}"
-                )
-            time.sleep(1)
+        try:
+            wait_until(self._healthy_or_exited, "the server healthy", STARTUP_TIMEOUT_S)
+        except pytest.fail.Exception:
+            self.process.kill()
+            pytest.fail(
+                f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_path.read_text()[-4000:]}"
+            )
+        if self.process.poll() is not None:
+            pytest.fail(f"server exited with {self.process.returncode}:\n{self.log_path.read_text()[-4000:]}")
+        return Server(self.base_url, _cache_dir(self.root), self.log_path)
 
     def stop(self) -> None:
         self.process.terminate()

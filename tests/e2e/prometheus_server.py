@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+
+from tests.waiting import wait_until
 
 JOB = "wattserve"  # the job name the rules' alerts select
 SCRAPE_INTERVAL = "1s"
@@ -49,12 +50,14 @@ class Prometheus:
 
     def wait_ready(self) -> None:
         """Until the first scrape of the target has been stored."""
-        deadline = time.monotonic() + HANG_S
-        while not self._has_scraped():
-            if self.process.poll() is not None:
-                pytest.fail(f"prometheus exited:\n{self.log_path.read_text()[-3000:]}")
-            assert time.monotonic() < deadline, self.log_path.read_text()[-3000:]
-            time.sleep(0.5)
+        try:
+            wait_until(
+                lambda: self.process.poll() is not None or self._has_scraped(), "a scrape stored", HANG_S
+            )
+        except pytest.fail.Exception:
+            pytest.fail(f"prometheus stored no scrape in {HANG_S} s:\n{self.log_path.read_text()[-3000:]}")
+        if self.process.poll() is not None:
+            pytest.fail(f"prometheus exited:\n{self.log_path.read_text()[-3000:]}")
 
     def _has_scraped(self) -> bool:
         try:
@@ -80,13 +83,15 @@ class Prometheus:
         Prometheus stamps a scrape with its start, before the request is sent, so that scrape read the
         server's state as it was after `wall_s`.
         """
-        deadline = time.monotonic() + HANG_S
-        while True:
-            stamps = self.query(f'timestamp(wattserve_energy_meter_info{{job="{JOB}"}})')
-            if stamps and float(stamps[0]["value"][1]) > wall_s:
-                return float(stamps[0]["value"][1])
-            assert time.monotonic() < deadline, "no scrape stored after the moment asked for"
-            time.sleep(0.2)
+        stamps: list[float] = []
+
+        def stored_after() -> bool:
+            found = self.query(f'timestamp(wattserve_energy_meter_info{{job="{JOB}"}})')
+            stamps[:] = [float(sample["value"][1]) for sample in found[:1]]
+            return bool(stamps) and stamps[0] > wall_s
+
+        wait_until(stored_after, "a scrape stored after the moment asked for", HANG_S)
+        return stamps[0]
 
     def rules(self) -> list[dict]:
         """Every loaded rule with its health and state, from /api/v1/rules."""
