@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.conftest import ADMIN_KEY, API_KEY, MODEL, Server
 from tests.e2e.test_adapters import PROMPT, text_of
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 # Rounds of changes, each waiting for this many finished streams before the next, so the amount of
@@ -23,6 +24,7 @@ STREAMS_PER_ROUND = 4
 CLIENTS = 4
 TOKENS = 12
 CHURNED = ["churn-a", "churn-b"]
+HANG_S = 120  # a deadline that only a hang reaches
 
 
 @dataclass
@@ -56,8 +58,7 @@ async def stream_one(http: httpx.AsyncClient, model: str) -> Outcome:
 async def traffic(outcomes: list[Outcome], count: int) -> None:
     """Return once `count` more streams have finished."""
     target = len(outcomes) + count
-    while len(outcomes) < target:  # noqa: ASYNC110 - the load appends to a plain list
-        await asyncio.sleep(0.05)
+    await until(lambda: len(outcomes) >= target, f"{count} more streams finished", HANG_S)
 
 
 async def churn(

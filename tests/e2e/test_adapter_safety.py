@@ -10,7 +10,6 @@ import getpass
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.e2e.adapter_files import (
 from tests.e2e.conftest import ADMIN_KEY, MODEL, Server, demo_dir
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
 from tests.e2e.test_adapters import PROMPT, complete, text_of
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 # The embedded model's default (server/__main__.py: `use_default_model`), which the test server runs.
@@ -83,10 +83,11 @@ def catalogue(admin: httpx.Client) -> list[dict]:
 
 def settle(admin: httpx.Client) -> list[dict]:
     """Wait until no version is loading or draining (earlier tests retire versions in the background)."""
-    deadline = time.monotonic() + 60
-    while any(entry["state"] in ("loading", "draining") for entry in catalogue(admin)):
-        assert time.monotonic() < deadline, "adapter versions still loading or draining after 60 s"
-        time.sleep(0.2)
+    wait_until(
+        lambda: not any(entry["state"] in ("loading", "draining") for entry in catalogue(admin)),
+        "every adapter version done loading and draining",
+        timeout_s=60,
+    )
     return [entry for entry in catalogue(admin) if entry["state"] in LIVE]
 
 
@@ -139,10 +140,11 @@ def test_the_base_model_name_is_reserved(lora_server: Server, admin: httpx.Clien
     with lora_server.http() as http:
         base = text_of(complete(http, MODEL))
         copy_adapter(good, lora_server.adapter_root / "watched" / MODEL)
-        deadline = time.monotonic() + 30
-        while f"adapter {MODEL} (" not in lora_server.log_path.read_text():
-            assert time.monotonic() < deadline, "the watcher never tried the folder"
-            time.sleep(0.2)
+        wait_until(
+            lambda: f"adapter {MODEL} (" in lora_server.log_path.read_text(),
+            "the watcher trying the folder",
+            timeout_s=30,
+        )
         assert "is the base model's" in lora_server.log_path.read_text()
         cards = [card for card in http.get("/v1/models").json()["data"] if card["id"] == MODEL]
         assert [card["parent"] for card in cards] == [None]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from tests.e2e.adapter_files import bad_adapters, copy_adapter
 from tests.e2e.conftest import ADMIN_KEY, MODEL, Server, demo_dir
 from tests.e2e.test_offline_reference import offline_texts
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 PROMPT = "The sea was calm and"
@@ -132,14 +132,12 @@ def test_in_flight_stream_finishes_on_the_old_version_during_replacement(
                     text += json.loads(line.removeprefix("data: "))["choices"][0]["text"]
         assert old_version != f"swap@{replaced['version']}"
         assert text == expected_old
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def old_state() -> str:
         catalogue = admin.get("/v1/adapters").json()["data"]
-        old = [a for a in catalogue if f"{a['name']}@{a['version']}" == old_version]
-        if old[0]["state"] == "unloaded":
-            break
-        time.sleep(0.2)
-    assert old[0]["state"] == "unloaded"
+        return next(a["state"] for a in catalogue if f"{a['name']}@{a['version']}" == old_version)
+
+    wait_until(lambda: old_state() == "unloaded", "the replaced version unloaded once its stream ended")
     admin.delete("/v1/adapters/swap")
 
 
@@ -206,17 +204,9 @@ def test_watched_directory_loads_and_unloads(lora_server: Server, versions: dict
         with lora_server.http() as http:
             return {card["id"] for card in http.get("/v1/models").json()["data"]}
 
-    def wait_for(condition) -> bool:  # noqa: ANN001
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            time.sleep(0.3)
-        return False
-
     copy_adapter(versions["v2"], watched / "dropped@7")
-    assert wait_for(lambda: "dropped" in served_models())
+    wait_until(lambda: "dropped" in served_models(), "the dropped adapter served", timeout_s=20)
     with lora_server.http() as http:
         assert complete(http, "dropped").headers["x-adapter-version"] == "dropped@7"
     shutil.rmtree(watched / "dropped@7")
-    assert wait_for(lambda: "dropped" not in served_models())
+    wait_until(lambda: "dropped" not in served_models(), "the removed adapter gone", timeout_s=20)

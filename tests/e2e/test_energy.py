@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, MODEL, Server
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 ADAPTERS = [MODEL, "demo-alpha", "demo-beta"]
@@ -129,11 +129,8 @@ def energy(http: httpx.Client) -> dict:
 
 def wait_for_measured_floor(http: httpx.Client) -> dict:
     """The floor is learnt from an idle stretch: give the server one (only a hang reaches the deadline)."""
-    deadline = time.monotonic() + 120
-    while not (summary := energy(http))["idle_floor_measured"]:
-        assert time.monotonic() < deadline, "the idle floor was never measured"
-        time.sleep(1)
-    return summary
+    wait_until(lambda: energy(http)["idle_floor_measured"], "the idle floor measured", timeout_s=120)
+    return energy(http)
 
 
 def test_saturated_engine_books_no_idle_and_dynamic_is_what_rose_above_the_floor(lora_server: Server) -> None:

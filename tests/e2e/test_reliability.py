@@ -13,8 +13,7 @@ import json
 import random
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 90  # a deadline that only a hang reaches
@@ -111,14 +111,6 @@ async def hang_up(port: int, path: str, body: dict, after_s: float, rng: random.
         writer.close()  # FIN
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {HANG_S} s")
-        time.sleep(0.5)
-
-
 def test_overload_is_answered_429_with_retry_after_and_every_admitted_request_finishes(
     storm: _Launch,
 ) -> None:
@@ -159,8 +151,10 @@ def test_a_disconnect_storm_leaks_nothing_and_delete_and_sigterm_complete(storm:
             await asyncio.gather(*waves)
 
     asyncio.run(storm_waves())
-    wait_until(lambda: not any(gauges(storm).values()), "every gauge back to 0")
-    wait_until(lambda: not any(in_flight(storm).values()), "every adapter's in-flight count back to 0")
+    wait_until(lambda: not any(gauges(storm).values()), "every gauge back to 0", HANG_S)
+    wait_until(
+        lambda: not any(in_flight(storm).values()), "every adapter's in-flight count back to 0", HANG_S
+    )
     with httpx.Client(base_url=storm.base_url, headers=auth(), timeout=HANG_S) as http:
         assert http.delete("/v1/adapters/demo-beta").status_code == 200
         assert (
