@@ -15,6 +15,7 @@ from server.compose import compose
 from server.default_model import MODEL_NAME, ensure_default_model
 from server.engine import spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
+from server.engine.grammar_gate import GrammarLimits
 from server.settings import ServerSettings
 
 logger = logging.getLogger("wattserve")
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     def start_engine():  # noqa: ANN202 - the concrete type lives behind the vLLM import
         from server.engine.vllm_engine import VllmEngine  # noqa: PLC0415 - vLLM imports take seconds
 
-        return VllmEngine.start(engine_args, chat_template=chat_template)
+        grammar_limits = GrammarLimits(settings.max_grammar_compile_seconds, settings.grammar_compile_workers)
+        return VllmEngine.start(engine_args, chat_template=chat_template, grammar_limits=grammar_limits)
 
     composed = compose(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
     config = uvicorn_config(composed.app, settings)

@@ -194,23 +194,35 @@ ADMISSION_FLAGS: list[Flag] = [
         {"type": int},
     ),
     Flag(
-        "--max-prompt-chars",
-        "max_prompt_chars",
-        "Requests whose prompts (or chat messages, every field) hold more characters in all get 400 "
-        "before rendering (unset: 32 x --max-model-len).",
+        "--max-schema-bytes",
+        "max_schema_bytes",
+        "A response_format JSON schema of more bytes, serialized, gets 400 (code response_format_too_large).",
         {"type": int},
     ),
     Flag(
-        "--max-chat-messages",
-        "max_chat_messages",
-        "Chats with more messages get 400 before rendering.",
+        "--max-schema-enum-values",
+        "max_schema_enum_values",
+        "A response_format schema with more enum values in all (a const counts as one) gets 400.",
         {"type": int},
     ),
     Flag(
-        "--max-response-tokens",
-        "max_response_tokens",
-        "Requests asking for more, n x max_tokens x (1 + top_logprobs) over all prompts, get 400 "
-        "(unset: 131072 or --max-model-len, whichever is larger).",
+        "--max-schema-properties",
+        "max_schema_properties",
+        "A response_format schema with more object properties in all gets 400.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-grammar-compile-seconds",
+        "max_grammar_compile_seconds",
+        "A new response_format schema is compiled once, in a separate process, before the engine gets it; "
+        "one that takes longer gets 400 (code response_format_too_complex), and one whose clients all "
+        "left is stopped. 0: no such compile, the engine compiles unbounded.",
+        {"type": float},
+    ),
+    Flag(
+        "--grammar-compile-workers",
+        "grammar_compile_workers",
+        "Those compiles run at once at most (one process and one core each); others wait.",
         {"type": int},
     ),
 ]

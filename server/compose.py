@@ -45,6 +45,7 @@ from server.runtime.startup_adapters import start_adapters, watch_adapter_dir
 from server.serving.aborts import EngineAborts
 from server.serving.intake import RequestIntake
 from server.serving.prepare import InputLimits
+from server.serving.schema_limits import SchemaLimits
 from server.serving.scope import ScopeServices
 from server.settings import DEFAULT_MAX_RESPONSE_TOKENS, ServerSettings
 
@@ -159,6 +160,9 @@ def compose(
                 chat_messages=settings.max_chat_messages,
                 response_tokens=settings.max_response_tokens
                 or max(DEFAULT_MAX_RESPONSE_TOKENS, engine.max_model_len),
+                schema=SchemaLimits(
+                    settings.max_schema_bytes, settings.max_schema_enum_values, settings.max_schema_properties
+                ),
             ),
         )
         lifecycle.attach(loop, intake)

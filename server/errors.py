@@ -6,7 +6,9 @@ Tree::
     ├── InvalidRequestError          400 invalid_request_error
     │   ├── ContextLengthError       400 invalid_request_error, code context_length_exceeded
     │   ├── TooManyMessagesError     400 invalid_request_error, code array_above_max_length
-    │   └── ResponseTooLargeError    400 invalid_request_error, code response_too_large
+    │   ├── ResponseTooLargeError    400 invalid_request_error, code response_too_large
+    │   ├── SchemaTooLargeError      400 invalid_request_error, code response_format_too_large
+    │   └── GrammarTooComplexError   400 invalid_request_error, code response_format_too_complex
     ├── AuthenticationError          401 authentication_error
     ├── ModelNotFoundError           404 invalid_request_error, code model_not_found
     ├── PayloadTooLargeError         413 invalid_request_error, code request_too_large
@@ -50,6 +52,18 @@ class ContextLengthError(InvalidRequestError):
     """The prompt plus the requested output do not fit the model's context."""
 
     code = "context_length_exceeded"
+
+
+class SchemaTooLargeError(InvalidRequestError):
+    """A `response_format` schema is over the server's size caps (bytes, enum values, properties)."""
+
+    code = "response_format_too_large"
+
+
+class GrammarTooComplexError(InvalidRequestError):
+    """A `response_format` schema did not compile into a grammar within the server's deadline."""
+
+    code = "response_format_too_complex"
 
 
 class TooManyMessagesError(InvalidRequestError):

@@ -50,6 +50,11 @@ class ServerSettings(BaseSettings):
     # Input bounds, checked before anything is parsed or rendered.
     max_request_body_bytes: int = Field(default=16 * 2**20, ge=1024)
     max_prompt_chars: int | None = Field(default=None, ge=1)  # None: 32 characters per context token
+    # Every message costs the chat template a turn whatever it holds: the count is bounded on its own.
+    max_chat_messages: int = Field(default=2048, ge=1)
+    # What one answer may hold, n x max_tokens x (1 + top_logprobs) over its prompts (None: the larger
+    # of DEFAULT_MAX_RESPONSE_TOKENS and the context length, so one full-context answer always fits).
+    max_response_tokens: int | None = Field(default=None, ge=1)
     # A request head (request line and headers) and its header count, as vLLM's flags name them; a head
     # beyond either gets 431. vLLM allows 4 MiB: far more than any client sends, and each open connection
     # may hold that much.
@@ -60,11 +65,13 @@ class ServerSettings(BaseSettings):
     # /metrics and /v1/energy are rendered off the event loop, at most once per this many milliseconds
     # however many clients scrape; each scrape still reflects everything that happened before it arrived.
     scrape_min_interval_ms: int = Field(default=250, ge=0)
-    # Every message costs the chat template a turn whatever it holds: the count is bounded on its own.
-    max_chat_messages: int = Field(default=2048, ge=1)
-    # What one answer may hold, n x max_tokens x (1 + top_logprobs) over its prompts (None: the larger
-    # of DEFAULT_MAX_RESPONSE_TOKENS and the context length, so one full-context answer always fits).
-    max_response_tokens: int | None = Field(default=None, ge=1)
+    # response_format schemas: size caps (OpenAI's documented limits for enum values and properties), then
+    # one bounded compile per new schema before the engine sees it (0 seconds: no compile, as before).
+    max_schema_bytes: int = Field(default=256 * 2**10, ge=1024)
+    max_schema_enum_values: int = Field(default=1000, ge=1)
+    max_schema_properties: int = Field(default=5000, ge=1)
+    max_grammar_compile_seconds: float = Field(default=5.0, ge=0)
+    grammar_compile_workers: int = Field(default=2, ge=1)
     disable_fastapi_docs: bool = False
     # After vLLM's engine dies, answer in-flight requests with an error, then exit non-zero (a supervisor
     # restarts the server); with this set, keep running and answer 503, as vLLM's

@@ -77,6 +77,10 @@ class EngineClient(Generator, Protocol):
         """The text of some token ids."""
         ...
 
+    async def check_grammar(self, schema_json: str) -> None:
+        """Return once a JSON schema compiles within the deadline; raise `GrammarTooComplexError` if not."""
+        ...
+
     def observe_steps(self, on_step: StepCallback) -> None:
         """Call `on_step` after every engine step (the energy ledger and the policy follow them)."""
         ...

@@ -24,6 +24,8 @@ from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from adapters.types import AdapterRef
 from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
+from server.engine.grammar_gate import GrammarGate, GrammarLimits
+from server.engine.grammar_setup import open_grammar_gate
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
 
@@ -115,9 +117,15 @@ class VllmEngine:
     """Serve one base model with vLLM's `AsyncLLM` (continuous batching, paged attention)."""
 
     def __init__(
-        self, llm: AsyncLLM, served_model_name: str, steps: StepRelay, chat_template: str | None = None
+        self,
+        llm: AsyncLLM,
+        served_model_name: str,
+        steps: StepRelay,
+        chat_template: str | None = None,
+        grammar_gate: GrammarGate | None = None,
     ) -> None:
         self._llm = llm
+        self._grammar_gate = grammar_gate  # None: schemas go to the engine's compile unchecked
         self._chat_template = chat_template  # None: the tokenizer's own
         self._steps = steps
         self.served_model_name = served_model_name
@@ -131,12 +139,18 @@ class VllmEngine:
         self._defaults: dict[str, Any] = llm.model_config.get_diff_sampling_param()
 
     @classmethod
-    def start(cls, engine_args: AsyncEngineArgs, chat_template: str | None = None) -> VllmEngine:
+    def start(
+        cls,
+        engine_args: AsyncEngineArgs,
+        chat_template: str | None = None,
+        grammar_limits: GrammarLimits | None = None,
+    ) -> VllmEngine:
         """Create the engine (spawns vLLM's engine-core process and loads the model).
 
         Args:
             engine_args: vLLM's engine arguments, as parsed from the command line.
             chat_template: A Jinja chat template to use instead of the tokenizer's own.
+            grammar_limits: How `check_grammar` bounds compiles (None: it checks nothing).
 
         Returns:
             The running engine.
@@ -159,7 +173,10 @@ class VllmEngine:
         # collections that streaming's allocations trigger do not walk it again and again.
         gc.collect()
         gc.freeze()
-        return cls(llm, str(name), steps, chat_template)
+        gate = None
+        if grammar_limits is not None:
+            gate = open_grammar_gate(llm.vllm_config, llm.get_tokenizer(), grammar_limits)
+        return cls(llm, str(name), steps, chat_template, gate)
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
@@ -362,7 +379,9 @@ class VllmEngine:
             await self._llm.check_health()
 
     def shutdown(self) -> None:
-        """Stop the engine-core process."""
+        """Stop the engine-core process and the grammar-compile processes."""
+        if self._grammar_gate is not None:
+            self._grammar_gate.close()
         self._llm.shutdown()
 
 

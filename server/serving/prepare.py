@@ -9,6 +9,7 @@ from server.engine.protocol import EngineClient
 from server.engine.types import PreparedPrompt, SamplingSpec
 from server.errors import ContextLengthError, InvalidRequestError, ResponseTooLargeError, TooManyMessagesError
 from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from server.serving.schema_limits import SchemaLimits, check_schema_limits
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class InputLimits:
     prompt_chars: int  # all prompts of a request, or every field of every chat message, together
     chat_messages: int
     response_tokens: int  # n x max_tokens x (1 + top_logprobs), over all prompts
+    schema: SchemaLimits = SchemaLimits()  # a response_format JSON schema's size
 
 
 def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len: int, what: str) -> int:
@@ -199,6 +201,8 @@ async def prepare_chat(
     json_schema, json_object = None, False
     if body.response_format is not None and body.response_format.json_schema is not None:
         json_schema = body.response_format.json_schema.schema_ or {"type": "object"}
+        # Last, so a request refused for anything else costs no compile.
+        await engine.check_grammar(check_schema_limits(json_schema, limits.schema))
     elif body.response_format is not None:
         json_object = body.response_format.type == "json_object"
     return prompt, _spec(

@@ -31,6 +31,7 @@ class FakeEngine:
         self.is_dead = False
         self.on_step: StepCallback | None = None
         self.shut_down = False
+        self.grammar_checks: list[str] = []
 
     def observe_steps(self, on_step: StepCallback) -> None:
         self.on_step = on_step
@@ -42,6 +43,9 @@ class FakeEngine:
 
     def decode(self, token_ids: list[int]) -> str:
         return "".join(WORDS[token_id % len(WORDS)] for token_id in token_ids)
+
+    async def check_grammar(self, schema_json: str) -> None:
+        self.grammar_checks.append(schema_json)
 
     async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
         text = " ".join(message["content"] for message in messages)
