@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -28,6 +28,15 @@ async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.
     """Yield to the event loop until `predicate()` holds; fail the test after `timeout_s` seconds."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(POLL_S)  # polling state against a deadline, not a wait for time to pass
+
+
+async def until_checked(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 10.0) -> None:
+    """`until`, for a state that takes an await to read (a request to the app under test)."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
         if time.monotonic() > deadline:
             pytest.fail(f"{what} did not happen within {timeout_s} s")
         await asyncio.sleep(POLL_S)  # polling state against a deadline, not a wait for time to pass

@@ -114,11 +114,12 @@ def test_odd_paths_get_a_coded_400_on_a_kept_connection(lora_server: Server, adm
     connection = OneConnection(admin)
     for index, (case, (path, code)) in enumerate(cases.items()):
         refused(connection.load(name=f"odd-path-{index}", path=path), 400, code, case)
-    # Not UTF-8: a lone surrogate is valid JSON text but no file name the server could hand on.
+    # Not UTF-8: a lone surrogate is valid JSON text but no text the server could hand on, in any field.
     body = json.dumps({"name": "odd-path-x", "path": f"{root}/\udcff"}).encode()
     response = admin.post("/v1/adapters", content=body, headers={"content-type": "application/json"})
     assert connection_of(response) == connection.first
-    refused(response, 400, "bad_path", "not UTF-8")
+    refused(response, 400, "invalid_encoding", "not UTF-8")
+    assert response.json()["error"]["param"] == "path"
 
 
 def test_files_symlinked_out_of_the_roots_are_refused(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 120  # a deadline that only a hang reaches
@@ -66,10 +66,11 @@ def gauges(server: Server) -> dict[str, float]:
 
 
 def wait_for_gauges(server: Server, wanted: dict[str, float]) -> None:
-    deadline = time.monotonic() + HANG_S
-    while (now := gauges(server)) != {**now, **wanted}:
-        assert time.monotonic() < deadline, f"gauges stuck at {now}, wanted {wanted}"
-        time.sleep(0.2)  # polling state against a deadline, not a wait for time to pass
+    def reached() -> bool:
+        now = gauges(server)
+        return now == {**now, **wanted}
+
+    wait_until(reached, f"gauges reading {wanted}", timeout_s=HANG_S)
 
 
 def unread_stream(server: Server) -> socket.socket:

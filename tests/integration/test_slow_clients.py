@@ -23,7 +23,7 @@ from server.energy.meters.base import NullEnergyMeter
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
-from tests.waiting import until
+from tests.waiting import until, until_checked
 
 GAUGES = (
     "wattserve_requests_admitted",
@@ -45,7 +45,7 @@ class WordyEngine(FakeEngine):
     ) -> AsyncIterator[GenerationStep]:
         count = spec.max_tokens or 1
         for index in range(count):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # an engine step's boundary: the loop runs between steps, as in vLLM
             last = index == count - 1
             yield GenerationStep(
                 len(prompt.token_ids),
@@ -160,12 +160,14 @@ async def test_heads_within_the_limits_and_large_bodies_pass(served: Served) -> 
     assert response.status_code == 200, response.text  # a 100 kB body: only the head is limited
 
 
-async def gauges_reach(served: Served, wanted: dict[str, float], timeout_s: float = 10.0) -> None:
-    """Poll the gauges until they read `wanted` (others unchecked); fail after `timeout_s`."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while (now := await gauges(served)) != {**now, **wanted}:
-        assert asyncio.get_running_loop().time() < deadline, str(now)
-        await asyncio.sleep(0.05)  # polling state against a deadline, not a wait for time to pass
+async def gauges_reach(served: Served, wanted: dict[str, float]) -> None:
+    """Poll the gauges until they read `wanted` (others unchecked)."""
+
+    async def reached() -> bool:
+        now = await gauges(served)
+        return now == {**now, **wanted}
+
+    await until_checked(reached, f"gauges reading {wanted}")
 
 
 async def test_unread_streams_give_back_their_slots_when_the_engine_is_done(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable
 
 import pytest
 
 from server.api.scrape import ScrapeSnapshots, Snapshot
+from tests.waiting import until
 
 
 class FakeClock:
@@ -33,6 +35,8 @@ class Source:
         self.state = 0
         self.renders = 0
         self.threads: list[threading.Thread] = []
+        self.gate = threading.Event()  # a render in its thread finishes once the gate is open
+        self.gate.set()
 
     def render(self) -> Callable[[], Snapshot]:
         self.renders += 1
@@ -40,6 +44,7 @@ class Source:
 
         def in_thread() -> Snapshot:
             self.threads.append(threading.current_thread())
+            self.gate.wait(10)
             return Snapshot(b"metrics %d" % seen, b"energy %d" % seen)
 
         return in_thread
@@ -74,13 +79,21 @@ async def test_renders_begin_at_most_once_per_interval() -> None:
     assert clock.slept == [pytest.approx(0.25)] * 3  # each render after the first waited out the interval
 
 
+def waiting_in(task: asyncio.Task) -> bool:
+    """Whether the task has started and is suspended at an await."""
+    return inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_SUSPENDED
+
+
 async def test_a_scraper_that_leaves_does_not_cancel_the_render_others_wait_for() -> None:
     source, clock = Source(), FakeClock()
+    source.gate.clear()  # the render holds until both scrapes wait on it and one has left
     snapshots = ScrapeSnapshots(source.render, 0.25, clock=clock, sleep=clock.sleep)
     leaving = asyncio.create_task(snapshots.latest())
     staying = asyncio.create_task(snapshots.latest())
-    await asyncio.sleep(0)  # both are waiting on the same render
+    await until(lambda: all(waiting_in(task) for task in (leaving, staying)), "both scrapes waiting")
+    assert source.renders == 1  # the same render
     leaving.cancel()
+    source.gate.set()
     assert (await staying).metrics == b"metrics 0"
 
 
