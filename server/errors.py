@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from server.protocol import ErrorDetail, ErrorResponse, printable
+from server.protocol import ErrorDetail, ErrorResponse
+from server.unencodable import printable
 
 
 class ServerError(Exception):

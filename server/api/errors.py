@@ -20,12 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterCapacityError, AdapterError, AdapterNotFoundError, AdapterValidationError
 from server.errors import PayloadTooLargeError, ServerError, error_body, server_error_body
-from server.protocol import (
-    INVALID_ENCODING,
-    UNSUPPORTED_CHAT_FIELDS,
-    UNSUPPORTED_COMPLETION_FIELDS,
-    ErrorResponse,
-)
+from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS, ErrorResponse
+from server.unencodable import INVALID_ENCODING
 
 logger = logging.getLogger(__name__)
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})

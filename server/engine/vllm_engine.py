@@ -19,13 +19,12 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
-from vllm.v1.metrics.loggers import StatLoggerBase
-from vllm.v1.metrics.stats import IterationStats, SchedulerStats
 
 from adapters.types import AdapterRef
 from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
 from server.engine.grammar_gate import GrammarGate, GrammarLimits
 from server.engine.grammar_setup import open_grammar_gate
+from server.engine.step_relay import StepRelay
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
 
@@ -71,46 +70,6 @@ def _vllm_errors() -> Iterator[None]:
         raise InvalidRequestError(str(err)) from err
     except GracefulHTTPError as err:
         raise EngineUnavailableError(err.message) from err
-
-
-class StepRelay:
-    """Hands every engine step to one callback, through vLLM's stat-logger hook.
-
-    vLLM calls its stat loggers from the output handler on the event loop, once per batch of engine-core
-    outputs, and sends scheduler stats even for steps that produced no output (prefill-only steps), so
-    this is the engine-side activity signal the energy ledger needs.
-    """
-
-    def __init__(self) -> None:
-        self.on_step: Callable[[bool, int, int], None] | None = None
-
-    def for_engine(self, vllm_config: VllmConfig, engine_index: int = 0) -> StatLoggerBase:
-        """The stat-logger factory vLLM calls once per engine."""
-        return _StepLogger(self)
-
-
-class _StepLogger(StatLoggerBase):
-    def __init__(self, relay: StepRelay) -> None:  # vLLM's factory signature is served by the relay
-        self._relay = relay
-
-    def record(
-        self,
-        scheduler_stats: SchedulerStats | None,
-        iteration_stats: IterationStats | None,
-        mm_cache_stats: Any = None,
-        engine_idx: int = 0,
-    ) -> None:
-        on_step = self._relay.on_step
-        if scheduler_stats is not None and on_step is not None:
-            # vLLM builds IterationStats only for batches with outputs: None means a prefill-only step.
-            on_step(
-                iteration_stats is not None,
-                scheduler_stats.num_running_reqs,
-                scheduler_stats.num_waiting_reqs,
-            )
-
-    def log_engine_initialized(self) -> None:
-        """Nothing to log."""
 
 
 class VllmEngine:

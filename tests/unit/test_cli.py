@@ -8,7 +8,8 @@ import pytest
 
 from server.__main__ import main
 from server.api.http_server import uvicorn_config
-from server.cli import FLAG_GROUPS, GROUP_TITLES, build_parser, parse_command_line, settings_from
+from server.cli import build_parser, parse_command_line, settings_from
+from server.cli_flags import FLAG_GROUPS, GROUP_TITLES
 
 
 @pytest.mark.parametrize(

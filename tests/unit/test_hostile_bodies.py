@@ -18,8 +18,9 @@ from server.errors import (
     TooManyMessagesError,
     error_body,
 )
-from server.protocol import INVALID_ENCODING, ChatCompletionRequest, first_unencodable, printable
+from server.protocol import ChatCompletionRequest
 from server.serving.prepare import chat_chars, check_chat_messages, check_response_size
+from server.unencodable import INVALID_ENCODING, first_unencodable, printable
 
 SURROGATE = "\ud800"
 

@@ -23,6 +23,7 @@ SERVER_LAYERS = {
     "server.outcome": 0,
     "server.settings": 0,
     "server.default_model": 0,
+    "server.unencodable": 0,
     "server.protocol": 1,
     "server.errors": 2,
     "server.engine": 3,
@@ -32,9 +33,10 @@ SERVER_LAYERS = {
     "server.serving": 5,
     "server.runtime": 6,
     "server.api": 7,
-    "server.cli": 8,
+    "server.cli_flags": 8,
     "server.compose": 8,
-    "server.__main__": 9,
+    "server.cli": 9,
+    "server.__main__": 10,
 }
 # Where these libraries may be imported: vLLM nowhere but the engine boundary (in every package); the
 # web framework and Prometheus's client, inside the server, only in these layers (the harness, a client

@@ -1,0 +1,347 @@
+"""wattserve's own `serve` flags, by group: each names the settings field it sets and says what it does.
+
+The parser (`server.cli`) adds them beside vLLM's engine flags and shows each field's real default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One wattserve flag: its spelling, the settings field it sets, its help, extra argparse options."""
+
+    flag: str
+    field: str
+    help: str
+    options: dict[str, Any] = dataclass_field(default_factory=dict)
+
+
+def json_list(text: str) -> list[str]:
+    """A flag value given as a JSON list of strings, as `vllm serve` takes its CORS lists."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}); give a list such as '[\"*\"]'") from err
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise argparse.ArgumentTypeError("give a JSON list of strings, such as '[\"*\"]'")
+    return value
+
+
+SERVER_FLAGS: list[Flag] = [
+    Flag("--host", "host", "Address to listen on."),
+    Flag("--port", "port", "Port to listen on.", {"type": int}),
+    Flag("--api-key", "api_key", "Require this bearer key on /v1 routes and the API docs."),
+    Flag("--admin-key", "admin_key", "Require this key (and not --api-key) to manage adapters."),
+    Flag("--cache-dir", "cache_dir", "Where the embedded default model is built."),
+    Flag(
+        "--uvicorn-log-level",
+        "log_level",
+        "Log level.",
+        {"choices": ["debug", "info", "warning", "error", "critical"]},
+    ),
+    Flag(
+        "--disable-fastapi-docs",
+        "disable_fastapi_docs",
+        "Serve no /docs, /redoc or /openapi.json.",
+        {"action": "store_true"},
+    ),
+    Flag(
+        "--shutdown-grace-seconds",
+        "shutdown_grace_seconds",
+        "On SIGTERM, how long in-flight requests may finish before streams are cut.",
+        {"type": float},
+    ),
+    Flag(
+        "--disable-uvicorn-access-log",
+        "disable_uvicorn_access_log",
+        "Log no line per HTTP request.",
+        {"action": "store_true"},
+    ),
+    Flag("--root-path", "root_path", "Path prefix the app is served under behind a path-routing proxy."),
+    Flag("--ssl-keyfile", "ssl_keyfile", "TLS private key file (serve HTTPS with --ssl-certfile)."),
+    Flag("--ssl-certfile", "ssl_certfile", "TLS certificate file."),
+    Flag("--ssl-ca-certs", "ssl_ca_certs", "CA certificates for verifying client certificates."),
+    Flag(
+        "--ssl-cert-reqs",
+        "ssl_cert_reqs",
+        "Client certificates: 0 none, 1 optional, 2 required (Python's ssl.CERT_*).",
+        {"type": int, "choices": [0, 1, 2]},
+    ),
+    Flag(
+        "--allowed-origins",
+        "allowed_origins",
+        "CORS: origins allowed, as a JSON list (e.g. '[\"https://app.example\"]'); none by default.",
+        {"type": json_list},
+    ),
+    Flag(
+        "--allowed-methods", "allowed_methods", "CORS: methods allowed, as a JSON list.", {"type": json.loads}
+    ),
+    Flag(
+        "--allowed-headers", "allowed_headers", "CORS: headers allowed, as a JSON list.", {"type": json.loads}
+    ),
+    Flag("--allow-credentials", "allow_credentials", "CORS: allow credentials.", {"action": "store_true"}),
+    Flag(
+        "--keep-alive-on-engine-death",
+        "keep_alive_on_engine_death",
+        "Keep serving 503s after the engine dies instead of exiting non-zero.",
+        {"action": "store_true"},
+    ),
+]
+OPENAI_FLAGS: list[Flag] = [
+    Flag(
+        "--chat-template",
+        "chat_template",
+        "Chat template: a Jinja file, or the template itself (default: the tokenizer's own).",
+    ),
+    Flag(
+        "--enable-prompt-tokens-details",
+        "enable_prompt_tokens_details",
+        "Report usage.prompt_tokens_details.cached_tokens (prompt tokens the prefix cache served).",
+        {"action": "store_true"},
+    ),
+]
+ADAPTER_FLAGS: list[Flag] = [
+    Flag(
+        "--adapter-root",
+        "adapter_roots",
+        "Directory adapters may be loaded from (repeatable).",
+        {"action": "append"},
+    ),
+    Flag("--adapter-dir", "adapter_dir", "Load every adapter folder here at startup."),
+    Flag(
+        "--lora-modules",
+        "lora_modules",
+        "Adapters as name=path (vLLM's form).",
+        {"nargs": "+", "action": "extend"},
+    ),
+    Flag(
+        "--watch-adapters",
+        "watch_adapters",
+        "Follow --adapter-dir: load and unload on changes.",
+        {"action": "store_true"},
+    ),
+]
+ADMISSION_FLAGS: list[Flag] = [
+    Flag(
+        "--max-concurrent-requests",
+        "max_concurrent_requests",
+        "Requests in the engine at once (unset: twice --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-queued-requests",
+        "max_queued_requests",
+        "Requests waiting for a slot before 429 (unset: twice --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-request-body-bytes", "max_request_body_bytes", "Larger request bodies get 413.", {"type": int}
+    ),
+    Flag(
+        "--h11-max-incomplete-event-size",
+        "h11_max_incomplete_event_size",
+        "Bytes a request head (request line and headers) may reach; larger gets 431.",
+        {"type": int},
+    ),
+    Flag(
+        "--h11-max-header-count",
+        "h11_max_header_count",
+        "Headers a request may carry; more gets 431.",
+        {"type": int},
+    ),
+    Flag(
+        "--write-timeout-seconds",
+        "write_timeout_seconds",
+        "Close a connection whose client reads none of its response for this long (0: never).",
+        {"type": float},
+    ),
+    Flag(
+        "--scrape-min-interval-ms",
+        "scrape_min_interval_ms",
+        "Render /metrics and /v1/energy at most once per this many ms, off the event loop.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-prompt-chars",
+        "max_prompt_chars",
+        "Requests whose prompts (or chat messages, every field) hold more characters in all get 400 "
+        "before rendering (unset: 32 x --max-model-len).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-chat-messages",
+        "max_chat_messages",
+        "Chats with more messages get 400 before rendering.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-response-tokens",
+        "max_response_tokens",
+        "Requests asking for more, n x max_tokens x (1 + top_logprobs) over all prompts, get 400 "
+        "(unset: 131072 or --max-model-len, whichever is larger).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-schema-bytes",
+        "max_schema_bytes",
+        "A response_format JSON schema of more bytes, serialized, gets 400 (code response_format_too_large).",
+        {"type": int},
+    ),
+    Flag(
+        "--max-schema-enum-values",
+        "max_schema_enum_values",
+        "A response_format schema with more enum values in all (a const counts as one) gets 400.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-schema-properties",
+        "max_schema_properties",
+        "A response_format schema with more object properties in all gets 400.",
+        {"type": int},
+    ),
+    Flag(
+        "--max-grammar-compile-seconds",
+        "max_grammar_compile_seconds",
+        "A new response_format schema is compiled once, in a separate process, before the engine gets it; "
+        "one that takes longer gets 400 (code response_format_too_complex), and one whose clients all "
+        "left is stopped. 0: no such compile, the engine compiles unbounded.",
+        {"type": float},
+    ),
+    Flag(
+        "--grammar-compile-workers",
+        "grammar_compile_workers",
+        "Those compiles run at once at most (one process and one core each); others wait.",
+        {"type": int},
+    ),
+]
+TIER_FLAGS: list[Flag] = [
+    Flag(
+        "--flex-max-wait-seconds",
+        "flex_max_wait_seconds",
+        "Longest a flex request waits in the flex lane before it is admitted anyway.",
+        {"type": float},
+    ),
+    Flag(
+        "--flex-max-queued",
+        "flex_max_queued",
+        "Flex requests the lane holds before 429 (unset: four times --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--flex-batch-size",
+        "flex_batch_size",
+        "Flex requests that start a batch of their own on an idle engine (unset: half --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--flex-riders-per-step",
+        "flex_riders_per_step",
+        "Flex requests that may join a running batch per engine step (unset: 1 per 32 of --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--engine-spin-seconds",
+        "engine_spin_seconds",
+        "Seconds vLLM's processes busy-wait for the next step before they sleep (unset: vLLM's 1 s; "
+        "0.02 under --energy-policy slo).",
+        {"type": float},
+    ),
+    Flag(
+        "--energy-policy",
+        "energy_policy",
+        "slo: batch more while the latency SLOs below have slack.",
+        {"choices": ["off", "slo"]},
+    ),
+    Flag(
+        "--slo-ttft-p90",
+        "slo_ttft_p90",
+        "The governor's p90 time-to-first-token target, seconds.",
+        {"type": float},
+    ),
+    Flag(
+        "--slo-itl-p90",
+        "slo_itl_p90",
+        "The governor's p90 inter-token-latency target, seconds.",
+        {"type": float},
+    ),
+    Flag(
+        "--grid-intensity-source",
+        "grid_intensity_source",
+        "Grid gCO2e/kWh over time: a file (CSV or JSON) or an Electricity Maps or WattTime URL.",
+    ),
+    Flag(
+        "--grid-intensity-refresh-seconds",
+        "grid_intensity_refresh_seconds",
+        "How often the grid-intensity source is read again.",
+        {"type": float},
+    ),
+    Flag(
+        "--grid-intensity-header",
+        "grid_intensity_headers",
+        "An HTTP header for the source, as 'Name: value' (repeatable; e.g. 'auth-token: ...').",
+        {"action": "append"},
+    ),
+    Flag(
+        "--flex-max-intensity",
+        "flex_max_intensity",
+        "Hold flex work while the grid is dirtier than this many gCO2e/kWh (within the wait bound).",
+        {"type": float},
+    ),
+]
+ENERGY_FLAGS: list[Flag] = [
+    Flag(
+        "--energy-meter",
+        "energy_meter",
+        "auto: NVML, else RAPL, else the labelled CPU-time estimate.",
+        {"choices": ["auto", "nvml", "rapl", "estimated", "none"]},
+    ),
+    Flag("--energy-sample-period", "energy_sample_period_s", "Seconds between meter reads.", {"type": float}),
+    Flag(
+        "--prefill-energy-weight",
+        "prefill_energy_weight",
+        "Dynamic-energy weight of a prompt token.",
+        {"type": float},
+    ),
+    Flag(
+        "--decode-energy-weight",
+        "decode_energy_weight",
+        "Dynamic-energy weight of an output token.",
+        {"type": float},
+    ),
+    Flag(
+        "--idle-floor-min-seconds",
+        "idle_floor_min_seconds",
+        "Idle stretch that re-measures the idle power floor.",
+        {"type": float},
+    ),
+    Flag(
+        "--grid-intensity",
+        "grid_intensity_g_per_kwh",
+        "Grid carbon intensity, gCO2e per kWh.",
+        {"type": float},
+    ),
+    Flag("--pue", "pue", "Power usage effectiveness of the data centre.", {"type": float}),
+    Flag(
+        "--estimated-watts-per-core",
+        "estimated_watts_per_core",
+        "Watts per busy core for the estimate.",
+        {"type": float},
+    ),
+]
+
+
+GROUP_TITLES = [
+    "wattserve",
+    "OpenAI API",
+    "adapters",
+    "admission and input limits",
+    "service tiers and energy policy",
+    "energy",
+]
+FLAG_GROUPS = [SERVER_FLAGS, OPENAI_FLAGS, ADAPTER_FLAGS, ADMISSION_FLAGS, TIER_FLAGS, ENERGY_FLAGS]
