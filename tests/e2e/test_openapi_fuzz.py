@@ -1,7 +1,9 @@
 """Schemathesis against the running server's own /openapi.json: no 5xx, and only the statuses it documents.
 
 Generation is bounded (examples per operation; output length and `n` capped, the served model named) so
-the run takes a minute or two on the real engine; the cases still cover every field and its edges.
+the run takes a minute or two on the real engine; the cases still cover every field and its edges. A
+second run takes the generated bodies past the server's input limits (answer size, message count,
+schema size, text UTF-8 cannot encode), where each must be refused as documented, never a 5xx.
 """
 
 from __future__ import annotations
@@ -36,19 +38,61 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
     return case
 
 
-def test_no_server_error_and_only_documented_statuses(server: Server) -> None:
+GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def _first_string_field(body: dict) -> str | None:
+    return next((key for key, value in body.items() if isinstance(value, str) and key != "model"), None)
+
+
+def _over_answer_size(body: dict) -> None:
+    body.update(n=16, max_tokens=100_000, logprobs=5 if "prompt" in body else True, top_logprobs=20)
+    if "prompt" in body:
+        body.pop("top_logprobs")
+
+
+def _unencodable(body: dict) -> None:
+    key = _first_string_field(body) or "user"
+    body[key] = "caf\ud800"
+
+
+def _too_many_parts(body: dict) -> None:
+    if "messages" in body:
+        body["messages"] = [{"role": "user", "content": ""}] * 5000
+    else:
+        body["prompt"] = ["x" * 200_000] * 64
+
+
+def _schema_too_large(body: dict) -> None:
+    if "messages" in body:
+        enum = [f"v{index}" for index in range(5000)]
+        schema = {"type": "object", "properties": {"a": {"enum": enum}}}
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "big", "schema": schema}}
+    else:
+        _over_answer_size(body)
+
+
+OVER_LIMITS = (_over_answer_size, _unencodable, _too_many_parts, _schema_too_large)
+
+
+def map_case_over_limits(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
+    """Push each generated generation body past one of the input limits (chosen by the case's content)."""
+    if isinstance(case.body, dict) and case.path in GENERATION_PATHS:
+        case.body["model"] = MODEL
+        OVER_LIMITS[len(repr(sorted(case.body))) % len(OVER_LIMITS)](case.body)
+    return case
+
+
+def fuzz_operations(server: Server, hook: object, paths: tuple[str, ...] | None = None) -> int:
+    """Run the derandomized cases of every operation (of `paths`) through the checks; return how many ops."""
     # The pytest plugin's lazy fixture loader does not work with this pytest: each operation's
     # strategy is driven by hypothesis directly instead.
     schema = schemathesis.openapi.from_url(f"{server.base_url}/openapi.json", headers=AUTH)
-    schema.hook(map_case)
-    checks = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_schema_conformance,
-    ]
+    schema.hook("map_case")(hook)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 10
+    if paths is not None:
+        operations = [operation for operation in operations if operation.path in paths]
 
     for operation in operations:
 
@@ -61,6 +105,15 @@ def test_no_server_error_and_only_documented_statuses(server: Server) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def fuzz(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=server.base_url, headers=AUTH, checks=checks)
+            case.call_and_validate(base_url=server.base_url, headers=AUTH, checks=CHECKS)
 
         fuzz()
+    return len(operations)
+
+
+def test_no_server_error_and_only_documented_statuses(server: Server) -> None:
+    assert fuzz_operations(server, map_case) >= 10
+
+
+def test_bodies_past_the_input_limits_are_refused_as_documented(server: Server) -> None:
+    assert fuzz_operations(server, map_case_over_limits, GENERATION_PATHS) == len(GENERATION_PATHS)
