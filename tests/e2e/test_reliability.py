@@ -30,6 +30,9 @@ ADMITTED, QUEUED = 4, 12  # the storm server's admission limits
 STORM_FLAGS = ["--max-num-seqs", "4", "--max-concurrent-requests", str(ADMITTED)]
 STORM_FLAGS += ["--max-queued-requests", str(QUEUED), "--shutdown-grace-seconds", "4"]
 STORM_FLAGS += ["--energy-meter", "estimated"]
+# The embedded model's whole context (its position table), so the streams cut at SIGTERM are long ones.
+STORM_CONTEXT = 2048
+STORM_FLAGS += ["--max-model-len", str(STORM_CONTEXT)]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def launches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _La
     fragile = started["fragile"]
     if fragile.process.poll() is None:
         fragile.process.kill()
+        fragile.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -164,32 +168,37 @@ def test_a_disconnect_storm_leaks_nothing_and_delete_and_sigterm_complete(storm:
             == 200
         )
 
-    # One stream still running at SIGTERM: the grace period (4 s) is too short for 900 tokens, so it is cut
-    # and must end with an error event and [DONE], and the process must still exit cleanly.
-    events: list[str] = []
-    first_token = threading.Event()
+    # A full batch of streams, each as long as the context allows, still running at SIGTERM: the grace
+    # period (4 s) cuts them 2 s in, and each must end with an error event and [DONE], and the process
+    # must still exit cleanly. Any that got to its end first ends as usual, with [DONE].
+    streams: list[list[str]] = [[] for _ in range(ADMITTED)]
+    first_tokens = [threading.Event() for _ in range(ADMITTED)]
 
-    def long_stream() -> None:
-        body = {"model": MODEL, "prompt": "Once", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    def long_stream(index: int) -> None:
+        body = {"model": MODEL, "prompt": "Once", "max_tokens": STORM_CONTEXT - 16, "ignore_eos": True}
         with (
             httpx.Client(base_url=storm.base_url, headers=auth(), timeout=HANG_S) as http,
-            http.stream("POST", "/v1/completions", json=body) as response,
+            http.stream("POST", "/v1/completions", json={**body, "stream": True}) as response,
         ):
             for line in response.iter_lines():
                 if line.startswith("data: "):
-                    events.append(line.removeprefix("data: "))
-                    first_token.set()
+                    streams[index].append(line.removeprefix("data: "))
+                    first_tokens[index].set()
 
-    reader = threading.Thread(target=long_stream)
-    reader.start()
-    assert first_token.wait(HANG_S)
+    readers = [threading.Thread(target=long_stream, args=(index,)) for index in range(ADMITTED)]
+    for reader in readers:
+        reader.start()
+    assert all(first_token.wait(HANG_S) for first_token in first_tokens)
     storm.process.send_signal(signal.SIGTERM)
     # uvicorn re-raises the signal it caught once shutdown is complete, so a clean exit reads -SIGTERM.
     assert storm.process.wait(timeout=HANG_S) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in storm.log_path.read_text()
-    reader.join(HANG_S)
-    assert events[-1] == "[DONE]"
-    assert "shutting down" in json.loads(events[-2])["error"]["message"]
+    for reader in readers:
+        reader.join(HANG_S)
+    assert all(events[-1] == "[DONE]" for events in streams)
+    cut = [json.loads(events[-2]) for events in streams if "error" in json.loads(events[-2])]
+    assert cut, "every stream of the batch ran to its end within 2 s"
+    assert all("shutting down" in event["error"]["message"] for event in cut)
 
 
 def test_engine_death_answers_in_flight_requests_then_exits_non_zero(launches: dict[str, _Launch]) -> None:
