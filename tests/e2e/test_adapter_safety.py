@@ -24,6 +24,7 @@ from tests.e2e.adapter_files import (
     with_non_finite_weight,
 )
 from tests.e2e.conftest import ADMIN_KEY, MODEL, Server, demo_dir
+from tests.e2e.gauges import wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
 from tests.e2e.test_adapters import PROMPT, complete, text_of
 from tests.waiting import wait_until
@@ -202,6 +203,7 @@ def test_a_declared_giant_tensor_is_refused_from_the_header_and_others_keep_thei
     assert "67108864" in answers[0].json()["error"]["message"]  # the dimension no base weight has
     assert ratio_tolerable(ratio), f"small requests took {ratio:.1f}x as long while giants were refused"
     assert admin.get("/v1/adapters/giant-0").status_code == 404
+    wait_for_idle_gauges(lora_server)
 
 
 def serve_all(lora_server: Server, models: list[str]) -> dict[str, str]:

@@ -14,23 +14,15 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import ADMIN_KEY, API_KEY, MODEL, Server
+from tests.e2e.gauges import wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 AT_ONCE = 3  # hostile requests in flight together while the small ones are timed
-GAUGES = (
-    "wattserve_requests_admitted",
-    "wattserve_requests_running",
-    "wattserve_requests_waiting",
-    "wattserve_requests_queued",
-)
-GAUGE_DEADLINE_S = 60  # only a leak reaches it
 
 
 def chat(**fields: object) -> dict:
@@ -78,21 +70,6 @@ HOSTILE = {
         "top_logprobs",
     ),
 }
-
-
-def gauges(server: Server) -> dict[str, float]:
-    with server.http() as http:
-        page = http.get("/metrics").text
-    values = dict.fromkeys(GAUGES, 0.0)
-    for family in text_string_to_metric_families(page):
-        for sample in family.samples:
-            if sample.name in values:
-                values[sample.name] += sample.value
-    return values
-
-
-def wait_for_idle_gauges(server: Server) -> None:
-    wait_until(lambda: not any(gauges(server).values()), "request gauges back to 0", GAUGE_DEADLINE_S)
 
 
 def sender(

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, _Launch
+from tests.e2e.gauges import wait_for_idle_gauges
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -54,25 +54,6 @@ def launches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _La
 @pytest.fixture(scope="module")
 def storm(launches: dict[str, _Launch]) -> _Launch:
     return launches["storm"]
-
-
-def gauges(server: Server | _Launch) -> dict[str, float]:
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
-        page = http.get("/metrics").text
-    wanted = {
-        "wattserve_requests_running",
-        "wattserve_requests_waiting",
-        "wattserve_requests_queued",
-        "wattserve_requests_admitted",
-        "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
-    }
-    values = dict.fromkeys(wanted, 0.0)
-    for family in text_string_to_metric_families(page):
-        for sample in family.samples:
-            if sample.name in wanted:
-                values[sample.name] += sample.value
-    return values
 
 
 def in_flight(server: _Launch) -> dict[str, int]:
@@ -155,7 +136,7 @@ def test_a_disconnect_storm_leaks_nothing_and_delete_and_sigterm_complete(storm:
             await asyncio.gather(*waves)
 
     asyncio.run(storm_waves())
-    wait_until(lambda: not any(gauges(storm).values()), "every gauge back to 0", HANG_S)
+    wait_for_idle_gauges(storm, HANG_S)
     wait_until(
         lambda: not any(in_flight(storm).values()), "every adapter's in-flight count back to 0", HANG_S
     )

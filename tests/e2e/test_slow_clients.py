@@ -14,11 +14,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.gauges import wait_for_gauges, wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 120  # a deadline that only a hang reaches
@@ -27,13 +26,6 @@ HANG_S = 120  # a deadline that only a hang reaches
 WRITE_TIMEOUT_S = 60
 FLAGS = ["--max-concurrent-requests", "2", "--max-queued-requests", "2", "--energy-meter", "estimated"]
 FLAGS += ["--write-timeout-seconds", str(WRITE_TIMEOUT_S), "--h11-max-incomplete-event-size", "65536"]
-GAUGES = (
-    "wattserve_requests_admitted",
-    "wattserve_requests_running",
-    "wattserve_requests_waiting",
-    "wattserve_requests_queued",
-    "wattserve_responses_awaiting_client",
-)
 # Far more than the kernel's socket buffers hold: 6 choices x 900 tokens, each with 20 alternatives.
 UNREAD_STREAM = {
     "model": MODEL,
@@ -53,24 +45,6 @@ def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     launch = _Launch(tmp_path_factory.mktemp("slow-clients"), FLAGS)
     yield launch.ready()
     launch.stop()  # asserts the log holds no traceback
-
-
-def gauges(server: Server) -> dict[str, float]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as http:
-        page = http.get("/metrics").text
-    return {
-        family.name: sum(sample.value for sample in family.samples)
-        for family in text_string_to_metric_families(page)
-        if family.name in GAUGES
-    }
-
-
-def wait_for_gauges(server: Server, wanted: dict[str, float]) -> None:
-    def reached() -> bool:
-        now = gauges(server)
-        return now == {**now, **wanted}
-
-    wait_until(reached, f"gauges reading {wanted}", timeout_s=HANG_S)
 
 
 def unread_stream(server: Server) -> socket.socket:
@@ -106,7 +80,7 @@ def test_unread_streams_give_back_their_slots_once_the_engine_is_done(slow_serve
     finally:
         for sock in sockets:
             sock.close()
-    wait_for_gauges(slow_server, dict.fromkeys(GAUGES, 0.0))
+    wait_for_idle_gauges(slow_server)
 
 
 def test_a_header_flood_is_refused_and_others_keep_their_latency(slow_server: Server) -> None:
@@ -133,7 +107,7 @@ def test_a_header_flood_is_refused_and_others_keep_their_latency(slow_server: Se
     assert answers
     assert all(answer.startswith(b"HTTP/1.1 431 ") or answer == b"" for answer in answers), answers
     assert ratio_tolerable(ratio), ratio
-    wait_for_gauges(slow_server, dict.fromkeys(GAUGES, 0.0))
+    wait_for_idle_gauges(slow_server)
 
 
 def test_ten_scrapers_in_a_loop_do_not_slow_small_requests(slow_server: Server) -> None:
@@ -162,4 +136,4 @@ def test_ten_scrapers_in_a_loop_do_not_slow_small_requests(slow_server: Server) 
             thread.join(60)
     assert all(scrapes), scrapes
     assert ratio_tolerable(ratio), ratio
-    wait_for_gauges(slow_server, dict.fromkeys(GAUGES, 0.0))
+    wait_for_idle_gauges(slow_server)

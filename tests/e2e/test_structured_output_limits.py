@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import MODEL, Server, _Launch
+from tests.e2e.gauges import gauges, wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
-from tests.e2e.test_reliability import gauges, wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 ATTACKERS, ROUNDS = 3, 3
@@ -111,15 +112,4 @@ def test_clients_leaving_slow_schemas_hold_no_one(launched: Server) -> None:
         f"a structured request after the attack took {later:.2f} s, {later / undisturbed:.1f}x its "
         f"undisturbed {undisturbed:.2f} s"
     )
-    wait_until(
-        lambda: all(
-            gauges(launched)[name] == 0
-            for name in (
-                "wattserve_requests_admitted",
-                "wattserve_requests_running",
-                "wattserve_requests_waiting",
-                "wattserve_requests_queued",
-            )
-        ),
-        "every request gauge back to 0",
-    )
+    wait_for_idle_gauges(launched)
