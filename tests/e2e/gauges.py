@@ -15,6 +15,7 @@ REQUEST_GAUGES = (
     "wattserve_requests_running",
     "wattserve_requests_waiting",
     "wattserve_requests_queued",
+    "wattserve_requests_in_flex_lane",
     "wattserve_responses_awaiting_client",
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
