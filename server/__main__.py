@@ -13,7 +13,7 @@ from server.api.http_server import DrainingServer, uvicorn_config
 from server.cli import parse_command_line, settings_from
 from server.compose import compose
 from server.default_model import MODEL_NAME, ensure_default_model
-from server.engine import spin_tail
+from server.engine import plugin_gate, spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
 from server.engine.grammar_gate import GrammarLimits
 from server.settings import ServerSettings
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         use_default_model(args, settings)
     if (settings.lora_modules or settings.adapter_dir) and args.enable_lora is None:
         args.enable_lora = True
+    # Set before vLLM's engine arguments load its plugins: wattserve's plugins act only where this is set
+    # (in this process and the engine processes that inherit it), never in another vLLM of this environment.
+    os.environ[plugin_gate.ENV] = "1"
     engine_args = engine_args_from(args)
     spin_s = settings.resolved_engine_spin_seconds
     if spin_s is not None:  # read by the plugin in each of vLLM's processes

@@ -8,7 +8,8 @@ adapter slot holding NaN or Inf would turn `x * 0` into NaN and carry it into ba
 Upstream fixes are open (vllm-project/vllm PRs #48421 and #49656); drop this plugin once the pinned
 vLLM has them. GPU kernels are not affected and are left alone.
 
-vLLM loads it in every one of its processes through the `vllm.general_plugins` entry point.
+vLLM loads it in every one of its processes through the `vllm.general_plugins` entry point; it acts only
+in wattserve's own engine (`plugin_gate`), so another vLLM of the same environment runs as vLLM ships.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ import logging
 
 import torch
 
+from server.engine.plugin_gate import ENV, in_wattserve_engine
+
 logger = logging.getLogger(__name__)
+
+APPLIED = "CPU LoRA ops fixed: base-model rows get no adapter delta (%s)"
 
 
 def _select(weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -78,6 +83,8 @@ FIXED = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand, "bgmv_expand_sl
 
 def register() -> None:
     """Entry point: patch the ops where vLLM's CPU code looks them up (module globals are bound at import)."""
+    if not in_wattserve_engine():
+        return
     from vllm.lora.ops import torch_ops  # noqa: PLC0415
     from vllm.lora.ops.torch_ops import lora_ops  # noqa: PLC0415
     from vllm.lora.punica_wrapper import punica_cpu  # noqa: PLC0415
@@ -86,3 +93,7 @@ def register() -> None:
         for name, fixed in FIXED.items():
             if hasattr(module, name):
                 setattr(module, name, fixed)
+    # vLLM's logger, as `spin_tail` does: the line reaches the server's log from each of vLLM's processes.
+    from vllm.logger import init_logger  # noqa: PLC0415
+
+    init_logger(f"vllm.{__name__}").info(APPLIED, ENV)

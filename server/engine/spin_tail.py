@@ -9,14 +9,17 @@ load, the worker spent 0.93 of a core, most of it waiting. With `WATTSERVE_ENGIN
 for one socket wake-up first. Unset, vLLM's default stands.
 
 vLLM loads this in every one of its processes through the `vllm.general_plugins` entry point; the
-environment variable reaches them from the server process. A vLLM without the queue's spin setting is
-left alone.
+environment variable reaches them from the server process. It acts only in wattserve's own engine
+(`plugin_gate`), never in another vLLM of the same environment, and leaves a vLLM without the queue's
+spin setting alone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+
+from server.engine.plugin_gate import in_wattserve_engine
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ APPLIED = "engine busy-wait after a step set to %s s (%s)"
 def register() -> None:
     """Entry point: give vLLM's shared-memory queue readers the configured spin time."""
     value = os.environ.get(ENV)
-    if value is None:
+    if value is None or not in_wattserve_engine():
         return
     try:
         from vllm.distributed.device_communicators.shm_broadcast import SpinCondition  # noqa: PLC0415

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from types import ModuleType
+
+import pytest
 import torch
 from vllm.lora.ops.torch_ops import lora_ops
 
-from server.engine import cpu_lora_fix
+from server.engine import cpu_lora_fix, plugin_gate
 
 SLOTS, RANK, HIDDEN, TOKENS = 3, 4, 8, 5
 # Taken before any test calls register(), which patches vLLM's module in place.
@@ -58,12 +62,44 @@ def test_fixed_expand_adds_nothing_to_base_rows() -> None:
     assert torch.equal(sliced[:, :HIDDEN], torch.ones(TOKENS, HIDDEN))
 
 
-def test_register_patches_where_the_cpu_punica_wrapper_looks() -> None:
+@pytest.fixture
+def unpatched(monkeypatch: pytest.MonkeyPatch) -> list[ModuleType]:
+    """vLLM's modules the fix patches, restored after the test whatever register() did to them."""
+    from vllm.lora.ops import torch_ops  # noqa: PLC0415
     from vllm.lora.punica_wrapper import punica_cpu  # noqa: PLC0415
 
-    cpu_lora_fix.register()
+    modules = [lora_ops, torch_ops, punica_cpu]
+    for module in modules:
+        for name in cpu_lora_fix.FIXED:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(module, name))
+    return modules
+
+
+def test_register_patches_where_the_cpu_punica_wrapper_looks_and_says_so(
+    unpatched: list[ModuleType], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vllm.lora.punica_wrapper import punica_cpu  # noqa: PLC0415
+
+    monkeypatch.setenv(plugin_gate.ENV, "1")
+    with caplog.at_level(logging.INFO, logger=f"vllm.{cpu_lora_fix.__name__}"):
+        cpu_lora_fix.register()
     assert punica_cpu.bgmv_shrink is cpu_lora_fix.bgmv_shrink
     assert lora_ops.bgmv_expand is cpu_lora_fix.bgmv_expand
+    assert cpu_lora_fix.APPLIED % plugin_gate.ENV in caplog.text
+
+
+def test_outside_wattserves_engine_register_leaves_vllm_as_it_ships(
+    unpatched: list[ModuleType], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `vllm serve` in the same environment loads the plugin too; it must run vLLM's own ops there.
+    before = {(module, name): getattr(module, name) for module in unpatched for name in cpu_lora_fix.FIXED}
+    monkeypatch.delenv(plugin_gate.ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger=f"vllm.{cpu_lora_fix.__name__}"):
+        cpu_lora_fix.register()
+    assert {key: getattr(*key) for key in before} == before
+    assert lora_ops.bgmv_shrink is UNPATCHED_SHRINK
+    assert caplog.text == ""
 
 
 def test_nan_in_an_adapter_slot_never_reaches_base_rows() -> None:
