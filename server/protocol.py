@@ -5,9 +5,17 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from server.request_fields import (
+    Metadata,
+    ResponseFormat,
+    StrictModel,
+    StructuredOutputs,
+    TemplateKwargs,
+    refuse_non_text_parts,
+)
 from server.tiers import RequestedTier, Tier, served_tier
 from server.unencodable import INVALID_ENCODING, first_unencodable
 
@@ -26,8 +34,6 @@ UNSUPPORTED_CHAT_FIELDS = frozenset(
         "prediction",
         "web_search_options",
         "reasoning_effort",
-        "store",
-        "metadata",
     }
 )
 UNSUPPORTED_COMPLETION_FIELDS = frozenset({"best_of", "logit_bias", "suffix"})
@@ -57,43 +63,11 @@ class RequestBody(BaseModel):
         return data
 
 
-class StrictModel(BaseModel):
-    """A request model that refuses unknown fields and, as OpenAI does, values of the wrong JSON type.
-
-    Strict mode: `"stream": "yes"` or `"max_tokens": "16"` are errors, not coerced (a number is still
-    accepted where a float is expected).
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
 class StreamOptions(StrictModel):
     """`stream_options` of a streamed request."""
 
     include_usage: bool = False
     continuous_usage_stats: bool = False
-
-
-class JsonSchemaSpec(StrictModel):
-    """The `json_schema` member of `response_format`."""
-
-    name: str = Field(max_length=64)
-    description: str | None = None
-    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(StrictModel):
-    """`response_format`: free text, any JSON object, or JSON matching a schema."""
-
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaSpec | None = None
-
-    @model_validator(mode="after")
-    def _schema_when_needed(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("response_format.json_schema is required when type is 'json_schema'")
-        return self
 
 
 class SamplingFields(StrictModel, RequestBody):
@@ -117,6 +91,9 @@ class SamplingFields(StrictModel, RequestBody):
     repetition_penalty: float | None = Field(default=None, gt=0.0, le=2.0)
     min_tokens: int = Field(default=0, ge=0, le=INT32_MAX)
     ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    structured_outputs: StructuredOutputs | None = None
     # OpenAI's service tiers (`server.tiers`): `auto` and `default` are served alike.
     service_tier: RequestedTier | None = None
 
@@ -182,11 +159,24 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    chat_template_kwargs: TemplateKwargs | None = None
+    # OpenAI's bookkeeping fields: accepted, never stored (this server keeps no completions).
+    metadata: Metadata | None = None
+    store: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        refuse_non_text_parts(data)
+        return data
 
     @model_validator(mode="after")
     def _check_logprobs(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
+        constrained = self.response_format is not None and self.response_format.type != "text"
+        if self.structured_outputs is not None and constrained:
+            raise ValueError("give structured_outputs or a response_format other than text, not both")
         return self
 
     @property
@@ -209,7 +199,8 @@ class CompletionRequest(SamplingFields):
     )
     max_tokens: int | None = Field(default=16, ge=1, le=INT32_MAX)
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    # vLLM's bound (its default `--max-logprobs`), above OpenAI's 5.
+    logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @property
     def prompts(self) -> list[str | list[int]]:
@@ -287,7 +278,7 @@ class CompletionLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     """The assistant message of a chat choice."""
 
-    role: Literal["assistant"] = "assistant"
+    role: str = "assistant"  # --response-role may name another
     content: str | None
 
 
@@ -315,7 +306,7 @@ class ChatCompletionResponse(BaseModel):
 class ChatDelta(BaseModel):
     """The incremental message of a streamed chat chunk."""
 
-    role: Literal["assistant"] | None = None
+    role: str | None = None
     content: str | None = None
 
 

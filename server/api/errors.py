@@ -21,9 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import AdapterCapacityError, AdapterError, AdapterNotFoundError, AdapterValidationError
 from server.errors import PayloadTooLargeError, ServerError, error_body, server_error_body
 from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS, ErrorResponse
+from server.request_fields import CODED_ERRORS as CODED_FIELD_ERRORS
 from server.unencodable import INVALID_ENCODING
 
 logger = logging.getLogger(__name__)
+# Validation errors answered with their type as `code` and the `param` their context names.
+CODED_ERRORS = CODED_FIELD_ERRORS | {INVALID_ENCODING}
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
@@ -34,7 +37,8 @@ def _json(status: int, body: dict) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """Turn pydantic's first error into OpenAI's one-line message and `param`."""
     first = exc.errors()[0]
-    if first.get("type") == INVALID_ENCODING:  # checked on the whole body: the field is in the context
+    # Checked on the whole body or inside a free-form field: the error's context names the field.
+    if first.get("type") in CODED_ERRORS:
         return str(first.get("msg")), first.get("ctx", {}).get("param")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     # Union members add their type to the location ("str", "list[TextPart]", "constrained-str"); drop
@@ -146,7 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        code = INVALID_ENCODING if exc.errors()[0].get("type") == INVALID_ENCODING else None
+        kind = exc.errors()[0].get("type")
+        code = kind if kind in CODED_ERRORS else None
         return _json(400, error_body(message, "invalid_request_error", param, code))
 
     @app.exception_handler(StarletteHTTPException)

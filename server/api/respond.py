@@ -235,11 +235,11 @@ def _raise_for_finish(reasons: set[str | None], spec: SamplingSpec) -> None:
     if ABORTED_BY_ENGINE in reasons:
         raise EngineUnavailableError(SHUTTING_DOWN)
     if FAILED_IN_ENGINE in reasons:
-        if spec.json_schema is not None or spec.json_object:
+        if spec.constrained:
             raise InvalidRequestError(
-                "The response_format schema admits no output: the structured-output grammar rejected "
-                "every token (for instance, a schema whose $ref points back to itself).",
-                param="response_format",
+                f"The {spec.structured_param} constraint admits no output: the structured-output grammar "
+                "rejected every token (for instance, a schema whose $ref points back to itself).",
+                param=spec.structured_param,
             )
         raise ServerError("The engine failed to complete the request.")
 

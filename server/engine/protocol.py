@@ -6,8 +6,8 @@ nothing of the server, declares its own `AdapterEngine`, which this protocol sat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from adapters.types import AdapterRef
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
@@ -69,8 +69,10 @@ class EngineClient(Generator, Protocol):
         """Tokenize a completion prompt, or take its token ids."""
         ...
 
-    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
-        """Apply the chat template and tokenize."""
+    async def render_chat(
+        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+    ) -> PreparedPrompt:
+        """Apply the chat template, with the request's extra template variables, and tokenize."""
         ...
 
     def decode(self, token_ids: list[int]) -> str:

@@ -27,6 +27,20 @@ class SamplingSpec:
     prompt_logprobs: int | None = None
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    # vLLM's other structured-output constraints (at most one constraint in all) and its options for them.
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    structured_options: dict[str, Any] = field(default_factory=dict)
+    structured_param: str = "response_format"  # the request field the constraint came from, for errors
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+
+    @property
+    def constrained(self) -> bool:
+        """Whether a structured-output constraint applies."""
+        kinds = (self.json_schema, self.regex, self.choice, self.grammar)
+        return self.json_object or any(kind is not None for kind in kinds)
 
 
 @dataclass(frozen=True)

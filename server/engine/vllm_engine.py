@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
@@ -155,8 +155,14 @@ class VllmEngine:
         """The text of some token ids."""
         return self._llm.get_tokenizer().decode(token_ids)
 
-    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
-        """Apply the tokenizer's chat template to `messages` and tokenize the result."""
+    async def render_chat(
+        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+    ) -> PreparedPrompt:
+        """Apply the tokenizer's chat template to `messages` and tokenize the result.
+
+        `template_kwargs` are the request's extra template variables (vLLM's `chat_template_kwargs`);
+        as in vLLM, the template sees only those it declares, and the server's own settings win.
+        """
         renderer = self._llm.renderer
         with _vllm_errors(), _prompt_length("messages"):
             try:
@@ -165,7 +171,7 @@ class VllmEngine:
                     ChatParams(
                         chat_template=self._chat_template,
                         chat_template_content_format="string",
-                        chat_template_kwargs={"add_generation_prompt": True},
+                        chat_template_kwargs={**(template_kwargs or {}), "add_generation_prompt": True},
                     ),
                     self._tokenize_params(False),
                 )
@@ -207,11 +213,17 @@ class VllmEngine:
         }
         values = {key: value for key, value in self._defaults.items() if key in chosen}
         values.update({key: value for key, value in chosen.items() if value is not None})
+        constraint = {
+            "json": spec.json_schema,
+            "json_object": spec.json_object or None,
+            "regex": spec.regex,
+            "choice": spec.choice,
+            "grammar": spec.grammar,
+        }
+        chosen_constraint = {key: value for key, value in constraint.items() if value is not None}
         structured = None
-        if spec.json_schema is not None:
-            structured = StructuredOutputsParams(json=spec.json_schema)
-        elif spec.json_object:
-            structured = StructuredOutputsParams(json_object=True)
+        if chosen_constraint:
+            structured = StructuredOutputsParams(**chosen_constraint, **spec.structured_options)
         return SamplingParams(
             n=spec.n,
             max_tokens=spec.max_tokens,
@@ -219,6 +231,8 @@ class VllmEngine:
             stop=spec.stop or None,
             min_tokens=spec.min_tokens,
             ignore_eos=spec.ignore_eos,
+            skip_special_tokens=spec.skip_special_tokens,
+            include_stop_str_in_output=spec.include_stop_str_in_output,
             logprobs=spec.logprobs,
             prompt_logprobs=spec.prompt_logprobs,
             structured_outputs=structured,

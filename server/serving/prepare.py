@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, replace
+from typing import Any
 
 from server.engine.protocol import EngineClient
 from server.engine.types import PreparedPrompt, SamplingSpec
-from server.errors import ContextLengthError, InvalidRequestError, ResponseTooLargeError, TooManyMessagesError
+from server.errors import (
+    ContextLengthError,
+    GrammarTooComplexError,
+    InvalidRequestError,
+    ResponseTooLargeError,
+    TooManyMessagesError,
+)
 from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
-from server.serving.schema_limits import SchemaLimits, check_schema_limits
+from server.request_fields import StructuredOutputs
+from server.serving.schema_limits import SchemaLimits, check_constraint_limits, check_schema_limits
+from server.unencodable import first_unencodable
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,7 @@ def _spec(
     *,
     logprobs: int | None,
     prompt_logprobs: int | None,
-    json_schema: dict | None = None,
-    json_object: bool = False,
+    constraint: dict[str, Any],
 ) -> SamplingSpec:
     return SamplingSpec(
         max_tokens=max_tokens,
@@ -66,11 +75,67 @@ def _spec(
         repetition_penalty=body.repetition_penalty,
         min_tokens=body.min_tokens,
         ignore_eos=body.ignore_eos,
+        skip_special_tokens=body.skip_special_tokens,
+        include_stop_str_in_output=body.include_stop_str_in_output,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
-        json_schema=json_schema,
-        json_object=json_object,
+        **constraint,
     )
+
+
+async def _checked_schema(
+    engine: EngineClient, schema: dict[str, Any], limits: SchemaLimits, param: str
+) -> None:
+    serialized = check_schema_limits(schema, limits, param)
+    try:
+        await engine.check_grammar(serialized)
+    except GrammarTooComplexError as err:
+        if err.param == param:
+            raise
+        raise GrammarTooComplexError(err.message.replace("response_format", param, 1), param=param) from err
+
+
+async def structured_constraint(
+    engine: EngineClient, outputs: StructuredOutputs, limits: SchemaLimits
+) -> dict[str, Any]:
+    """The spec fields for vLLM's `structured_outputs`, bounded as `response_format` schemas are.
+
+    A JSON schema goes through the same size caps and compile gate; a regex, grammar or choice list
+    through the size caps (a regex's compile has vLLM's own deadline, `VLLM_REGEX_COMPILATION_TIMEOUT_S`).
+
+    Raises:
+        InvalidRequestError: A `json` string that is not a JSON object.
+        SchemaTooLargeError, GrammarTooComplexError: As for `response_format`, naming the field.
+    """
+    fields: dict[str, Any] = {"structured_options": outputs.options, "structured_param": "structured_outputs"}
+    if outputs.json_object:
+        fields["json_object"] = True
+    elif outputs.json_ is not None:
+        schema = outputs.json_
+        if isinstance(schema, str):
+            schema = _json_object(schema, "structured_outputs.json")
+        await _checked_schema(engine, schema, limits, "structured_outputs.json")
+        fields["json_schema"] = schema
+    else:
+        for name in ("regex", "grammar", "choice"):
+            value = getattr(outputs, name)
+            if value is not None:
+                check_constraint_limits(value, limits, f"structured_outputs.{name}")
+                fields[name] = value
+    return fields
+
+
+def _json_object(text: str, param: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(text)
+    except (ValueError, RecursionError) as err:  # nesting too deep for the parser is no schema either
+        raise InvalidRequestError(f"{param}: not valid JSON: {err}", param=param) from err
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError(f"{param}: a JSON schema must be an object", param=param)
+    # Escapes inside the string were never seen by the body's encoding check.
+    if first_unencodable(parsed) is not None:
+        raise InvalidRequestError(f"{param}: holds a lone surrogate, which is not text", param=param)
+    return parsed
 
 
 def check_prompt_chars(chars: int, limit: int, what: str) -> None:
@@ -110,8 +175,8 @@ def check_chat_messages(count: int, limit: int) -> None:
 
 
 def chat_chars(body: ChatCompletionRequest) -> int:
-    """Characters of every message field the chat template may render (role, name, content parts)."""
-    total = 0
+    """Characters of every field the chat template may render (role, name, content parts, extra kwargs)."""
+    total = len(json.dumps(body.chat_template_kwargs)) if body.chat_template_kwargs else 0
     for message in body.messages:
         total += len(message.role) + len(message.name or "")
         if isinstance(message.content, str):
@@ -184,7 +249,7 @@ async def prepare_chat(
     check_chat_messages(len(body.messages), limits.chat_messages)
     check_prompt_chars(chat_chars(body), limits.prompt_chars, "messages")
     messages = [{"role": message.role, "content": message.text} for message in body.messages]
-    prompt = await engine.render_chat(messages)
+    prompt = await engine.render_chat(messages, body.chat_template_kwargs)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"
     )
@@ -198,21 +263,17 @@ async def prepare_chat(
         max_tokens_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         alternatives_param="top_logprobs",
     )
-    json_schema, json_object = None, False
-    if body.response_format is not None and body.response_format.json_schema is not None:
+    # Last, so a request refused for anything else costs no compile.
+    constraint: dict[str, Any] = {}
+    if body.structured_outputs is not None:
+        constraint = await structured_constraint(engine, body.structured_outputs, limits.schema)
+    elif body.response_format is not None and body.response_format.json_schema is not None:
         json_schema = body.response_format.json_schema.schema_ or {"type": "object"}
-        # Last, so a request refused for anything else costs no compile.
-        await engine.check_grammar(check_schema_limits(json_schema, limits.schema))
-    elif body.response_format is not None:
-        json_object = body.response_format.type == "json_object"
-    return prompt, _spec(
-        body,
-        max_tokens,
-        logprobs=logprobs,
-        prompt_logprobs=None,
-        json_schema=json_schema,
-        json_object=json_object,
-    )
+        await _checked_schema(engine, json_schema, limits.schema, "response_format")
+        constraint = {"json_schema": json_schema}
+    elif body.response_format is not None and body.response_format.type == "json_object":
+        constraint = {"json_object": True}
+    return prompt, _spec(body, max_tokens, logprobs=logprobs, prompt_logprobs=None, constraint=constraint)
 
 
 async def prepare_completion(
@@ -249,4 +310,9 @@ async def prepare_completion(
         max_tokens_param="max_tokens",
         alternatives_param="logprobs",
     )
-    return prompts, _spec(body, max_tokens or 1, logprobs=body.logprobs, prompt_logprobs=prompt_logprobs)
+    constraint: dict[str, Any] = {}
+    if body.structured_outputs is not None:
+        constraint = await structured_constraint(engine, body.structured_outputs, limits.schema)
+    return prompts, _spec(
+        body, max_tokens or 1, logprobs=body.logprobs, prompt_logprobs=prompt_logprobs, constraint=constraint
+    )

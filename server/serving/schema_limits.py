@@ -1,4 +1,4 @@
-"""Size caps on a `response_format` JSON schema, checked before anything compiles it into a grammar.
+"""Size caps on structured-output constraints (schemas, regexes, grammars, choices), checked before compiles.
 
 vLLM compiles every schema into a grammar on its engine's compile pool, one worker per two cores, and
 never cancels a compile (`vllm/v1/structured_output/__init__.py`, `grammar_init`): a schema with tens of
@@ -64,31 +64,49 @@ def measure(schema: Any) -> SchemaSize:
     return SchemaSize(enum_values, properties)
 
 
-def check_schema_limits(schema: dict[str, Any], limits: SchemaLimits) -> str:
+def check_schema_limits(schema: dict[str, Any], limits: SchemaLimits, param: str = "response_format") -> str:
     """Refuse a schema over `limits`; return it serialized as vLLM keys its grammar cache.
 
     Raises:
-        SchemaTooLargeError: The schema is over one of the limits (400, `param: response_format`).
+        SchemaTooLargeError: The schema is over one of the limits (400, naming `param`).
     """
     serialized = json.dumps(schema)  # vLLM's get_structured_output_key serializes with the same defaults
     size_bytes = len(serialized.encode())
     if size_bytes > limits.max_bytes:
-        raise _too_large(f"{size_bytes} bytes", f"{limits.max_bytes} bytes", "--max-schema-bytes")
+        raise _too_large(param, f"{size_bytes} bytes", f"{limits.max_bytes} bytes", "--max-schema-bytes")
     size = measure(schema)
     if size.enum_values > limits.max_enum_values:
         raise _too_large(
-            f"{size.enum_values} enum values", f"{limits.max_enum_values}", "--max-schema-enum-values"
+            param, f"{size.enum_values} enum values", f"{limits.max_enum_values}", "--max-schema-enum-values"
         )
     if size.properties > limits.max_properties:
         raise _too_large(
-            f"{size.properties} properties", f"{limits.max_properties}", "--max-schema-properties"
+            param, f"{size.properties} properties", f"{limits.max_properties}", "--max-schema-properties"
         )
     return serialized
 
 
-def _too_large(has: str, limit: str, flag: str) -> SchemaTooLargeError:
+def check_constraint_limits(constraint: str | list[str], limits: SchemaLimits, param: str) -> None:
+    """Refuse a regex, grammar or choice list over a schema's caps: bytes, and choices as enum values.
+
+    vLLM compiles these into grammars on the same pool as schemas; a choice list is an enum by another name.
+
+    Raises:
+        SchemaTooLargeError: It is over a limit (400, naming `param`).
+    """
+    texts = [constraint] if isinstance(constraint, str) else constraint
+    size_bytes = sum(len(text.encode()) for text in texts)
+    if size_bytes > limits.max_bytes:
+        raise _too_large(param, f"{size_bytes} bytes", f"{limits.max_bytes} bytes", "--max-schema-bytes")
+    if not isinstance(constraint, str) and len(constraint) > limits.max_enum_values:
+        raise _too_large(
+            param, f"{len(constraint)} choices", f"{limits.max_enum_values}", "--max-schema-enum-values"
+        )
+
+
+def _too_large(param: str, has: str, limit: str, flag: str) -> SchemaTooLargeError:
     return SchemaTooLargeError(
-        f"The response_format schema holds {has}, more than this server compiles into a grammar ({limit}, "
-        f"see {flag}); split the schema or shorten its enums.",
-        param="response_format",
+        f"{param}: holds {has}, more than this server compiles into a grammar ({limit}, see {flag}); "
+        "make it smaller (split the schema, shorten its enums or choices).",
+        param=param,
     )

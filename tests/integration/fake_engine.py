@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from server.engine.protocol import StepCallback
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec
@@ -32,6 +33,8 @@ class FakeEngine:
         self.on_step: StepCallback | None = None
         self.shut_down = False
         self.grammar_checks: list[str] = []
+        self.specs: list[SamplingSpec] = []  # every spec `generate` was given
+        self.template_kwargs: list[Mapping[str, Any] | None] = []  # every `render_chat`'s extra variables
 
     def observe_steps(self, on_step: StepCallback) -> None:
         self.on_step = on_step
@@ -47,7 +50,10 @@ class FakeEngine:
     async def check_grammar(self, schema_json: str) -> None:
         self.grammar_checks.append(schema_json)
 
-    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
+    async def render_chat(
+        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+    ) -> PreparedPrompt:
+        self.template_kwargs.append(template_kwargs)
         text = " ".join(message["content"] for message in messages)
         return PreparedPrompt(list(range(len(text.split()) + 2)), text)
 
@@ -60,6 +66,7 @@ class FakeEngine:
         adapter: object = None,
         priority: int = 0,
     ) -> AsyncIterator[GenerationStep]:
+        self.specs.append(spec)
         if spec.n > 1 and spec.temperature == 0:
             raise InvalidRequestError("n must be 1 when using greedy sampling")
         for step_index in range(spec.max_tokens or 1):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -34,9 +34,11 @@ class CountingEngine(FakeEngine):
         self.generations += 1
         return super().generate(*args, **kwargs)
 
-    async def render_chat(self, messages: Sequence[dict[str, str]]) -> PreparedPrompt:
+    async def render_chat(
+        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+    ) -> PreparedPrompt:
         self.renders += 1
-        return await super().render_chat(messages)
+        return await super().render_chat(messages, template_kwargs)
 
     async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
         self.renders += 1

@@ -24,6 +24,7 @@ SERVER_LAYERS = {
     "server.settings": 0,
     "server.default_model": 0,
     "server.unencodable": 0,
+    "server.request_fields": 0,
     "server.protocol": 1,
     "server.errors": 2,
     "server.engine": 3,
