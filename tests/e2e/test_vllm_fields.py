@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,8 +20,9 @@ MESSAGES = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> httpx.Client:
-    return server.http()
+def http(server: Server) -> Iterator[httpx.Client]:
+    with server.http() as client:
+        yield client
 
 
 def complete(http: httpx.Client, **fields: object) -> dict:
