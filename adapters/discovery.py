@@ -34,11 +34,16 @@ def scan(directory: Path) -> list[AdapterSpec]:
     ]
 
 
+# vLLM's JSON form: `base_model_name` only sets the parent its model list shows, which here is always
+# the served model, so it is taken and not used.
+JSON_FIELDS = frozenset({"name", "path", "base_model_name"})
+
+
 def parse_lora_module(value: str) -> AdapterSpec:
-    """Parse vLLM's `--lora-modules name=path` form (a JSON object with `name` and `path` is accepted too).
+    """Parse one of vLLM's `--lora-modules` forms: `name=path`, or a JSON object (`name`, `path`, ...).
 
     Raises:
-        ValueError: Neither form, or a JSON object without string `name` and `path`.
+        ValueError: Neither form, or a JSON object without string `name` and `path` or with other fields.
     """
     import json  # noqa: PLC0415
 
@@ -49,6 +54,9 @@ def parse_lora_module(value: str) -> AdapterSpec:
             raise ValueError(f"--lora-modules: {value!r} is not valid JSON ({err})") from err
         if not (isinstance(data.get("name"), str) and isinstance(data.get("path"), str)):
             raise ValueError(f'--lora-modules: {value!r} needs string "name" and "path" fields')
+        unknown = sorted(set(data) - JSON_FIELDS)
+        if unknown:
+            raise ValueError(f"--lora-modules: {value!r} has fields vLLM does not take: {', '.join(unknown)}")
         return AdapterSpec(name=data["name"], path=data["path"])
     name, sep, path = value.partition("=")
     if not sep or not name or not path:

@@ -9,7 +9,7 @@ import sys
 
 from pydantic import ValidationError
 
-from server.api.http_server import DrainingServer, uvicorn_config
+from server.api.http_server import DrainingServer, log_level_number, uvicorn_config
 from server.cli import parse_command_line, settings_from
 from server.compose import compose
 from server.default_model import MODEL_NAME, ensure_default_model
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"wattserve: invalid settings: {err}\n")
         return 2
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level_number(settings.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.model is None:
         use_default_model(args, settings)
@@ -81,9 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         from server.engine.vllm_engine import VllmEngine  # noqa: PLC0415 - vLLM imports take seconds
 
         grammar_limits = GrammarLimits(settings.max_grammar_compile_seconds, settings.grammar_compile_workers)
-        return VllmEngine.start(engine_args, chat_template=chat_template, grammar_limits=grammar_limits)
+        return VllmEngine.start(
+            engine_args,
+            chat_template=chat_template,
+            grammar_limits=grammar_limits,
+            template_defaults=settings.default_chat_template_kwargs,
+        )
 
-    composed = compose(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
+    try:
+        composed = compose(settings, start_engine, stop_engine=lambda engine: engine.shutdown())
+    except ValueError as err:  # settings only the app can check, such as a --middleware that cannot import
+        logger.error("%s", err)  # noqa: TRY400 - a usage error, not a crash
+        return 2
     config = uvicorn_config(composed.app, settings)
     lifecycle = composed.lifecycle
     server = DrainingServer(config, on_signal=lifecycle.on_signal)

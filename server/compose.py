@@ -22,7 +22,7 @@ from adapters.loader import AdapterManager
 from server.api.app import build_http_app
 from server.api.lifespan import make_lifespan
 from server.api.scrape import server_snapshots
-from server.api.state import AppState, Serving
+from server.api.state import AnswerOptions, AppState, Serving
 from server.energy.books import EnergyBooks, EnergyExporter
 from server.energy.carbon import CarbonModel
 from server.energy.floor import IdleFloor
@@ -116,7 +116,10 @@ def compose(
     metrics.grid_intensity.set_function(lambda: carbon.grid_g_per_kwh)
     summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
     lifecycle = Lifecycle(settings.shutdown_grace_seconds)
-    state = AppState(scrapes=server_snapshots(registry, summary, settings.scrape_min_interval_ms / 1000))
+    state = AppState(
+        scrapes=server_snapshots(registry, summary, settings.scrape_min_interval_ms / 1000),
+        answers=AnswerOptions(settings.response_role, settings.force_include_usage),
+    )
     metrics.engine_healthy.set_function(lambda: 1.0 if state.engine_healthy else 0.0)
 
     async def start() -> tuple[Serving, Running]:
@@ -152,7 +155,7 @@ def compose(
         )
         intake = RequestIntake(
             services,
-            engine.served_model_name,
+            engine.served_model_names,
             policy.admission,
             policy.flex,
             InputLimits(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +29,8 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    api_key: str | None = None
+    # One key, or several (vLLM's way to rotate keys): any of them is accepted.
+    api_key: str | list[str] | None = None
     admin_key: str | None = None
     adapter_roots: list[Path] = Field(default_factory=list)
     adapter_dir: Path | None = None
@@ -105,7 +106,10 @@ class ServerSettings(BaseSettings):
     log_level: str = "info"
     # As `vllm serve` has them: a chat template (file or literal), usage details, CORS, TLS, proxy path.
     chat_template: str | None = None
+    default_chat_template_kwargs: dict[str, Any] | None = None
+    response_role: str = "assistant"
     enable_prompt_tokens_details: bool = False
+    force_include_usage: bool = False
     allowed_origins: list[str] = Field(default_factory=list)
     allowed_methods: list[str] = Field(default_factory=lambda: ["*"])
     allowed_headers: list[str] = Field(default_factory=lambda: ["*"])
@@ -114,8 +118,19 @@ class ServerSettings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_ca_certs: Path | None = None
     ssl_cert_reqs: int = Field(default=0, ge=0, le=2)  # ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED
+    ssl_ciphers: str | None = None  # None: uvicorn's own
+    uds: str | None = None  # a Unix domain socket to listen on instead of host and port
     root_path: str = ""
     disable_uvicorn_access_log: bool = False
+    middleware: list[str] = Field(default_factory=list)  # ASGI middleware import paths
+    enable_request_id_headers: bool = False
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The user keys, any of which opens /v1 (none: it is open)."""
+        if self.api_key is None:
+            return ()
+        return (self.api_key,) if isinstance(self.api_key, str) else tuple(self.api_key)
 
     @property
     def resolved_engine_spin_seconds(self) -> float | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -11,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from server.api.auth import KeyMiddleware
 from server.api.body_limit import BodyLimitMiddleware
 from server.api.errors import install_error_handlers, openapi_without_422
+from server.api.request_id import RequestIdMiddleware
 from server.api.routes import adapters, chat, completions, energy, health, models
 from server.api.state import AppState
 from server.settings import ServerSettings
@@ -39,7 +42,7 @@ def build_http_app(settings: ServerSettings, state: AppState, lifespan: Lifespan
     app.openapi = openapi_without_422(app)
     # The last added runs first: keys are checked before the body is even counted.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
-    app.add_middleware(KeyMiddleware, api_key=settings.api_key, admin_key=settings.admin_key)
+    app.add_middleware(KeyMiddleware, api_keys=settings.api_keys, admin_key=settings.admin_key)
     if settings.allowed_origins:
         # Outermost, so a browser's preflight (which carries no key) is answered before the key check.
         app.add_middleware(
@@ -49,6 +52,31 @@ def build_http_app(settings: ServerSettings, state: AppState, lifespan: Lifespan
             allow_headers=settings.allowed_headers,
             allow_credentials=settings.allow_credentials,
         )
+    if settings.enable_request_id_headers:
+        app.add_middleware(RequestIdMiddleware)
+    for path in settings.middleware:
+        add_middleware_at(app, path)
     for module in (chat, completions, models, adapters, energy, health):
         app.include_router(module.router)
     return app
+
+
+def add_middleware_at(app: FastAPI, path: str) -> None:
+    """`--middleware module.name`, as vLLM adds it: a class as ASGI middleware, a coroutine function as HTTP.
+
+    Added last, so it runs first, before CORS and the key check.
+
+    Raises:
+        ValueError: The path names nothing importable, or neither a class nor a coroutine function.
+    """
+    module_path, _, name = path.rpartition(".")
+    try:
+        imported = getattr(importlib.import_module(module_path), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"--middleware {path}: cannot import it ({err})") from err
+    if inspect.isclass(imported):
+        app.add_middleware(imported)
+    elif inspect.iscoroutinefunction(imported):
+        app.middleware("http")(imported)
+    else:
+        raise ValueError(f"--middleware {path}: expected a class or an async function")

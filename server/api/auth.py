@@ -37,15 +37,24 @@ def _matches(token: str | None, expected: str) -> bool:
     return token is not None and secrets.compare_digest(token.encode(), expected.encode())
 
 
-class KeyMiddleware:
-    """User key on `/v1/*` and the docs; admin key (when set, and only it) on adapter management.
+def _matches_any(token: str | None, keys: tuple[str, ...]) -> bool:
+    # Every key is compared, so the time taken does not tell which of several keys a guess came close to.
+    matched = False
+    for key in keys:
+        matched |= _matches(token, key)
+    return matched
 
-    Without any key configured everything is open; `/health`, `/version` and `/metrics` are always open.
+
+class KeyMiddleware:
+    """User keys on `/v1/*` and the docs; admin key (when set, and only it) on adapter management.
+
+    Any of several user keys is accepted, as in vLLM, so a key can be rotated without a gap. Without any
+    key configured everything is open; `/health`, `/version` and `/metrics` are always open.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_keys: tuple[str, ...], admin_key: str | None) -> None:
         self.app = app
-        self.api_key = api_key
+        self.api_keys = api_keys
         self.admin_key = admin_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,9 +73,9 @@ class KeyMiddleware:
                 if _matches(token, self.admin_key)
                 else AuthenticationError("Adapter management needs the admin key.")
             )
-        if self.api_key is None or not path.startswith(("/v1/", *DOCS_PATHS)):
+        if not self.api_keys or not path.startswith(("/v1/", *DOCS_PATHS)):
             return None
-        if _matches(token, self.api_key):
+        if _matches_any(token, self.api_keys):
             return None
         if token is None:
             return AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.logging import TRACE_LOG_LEVEL
 
 from server.api.connection import ConnectionLimits, protocol_class
 from server.settings import ServerSettings
+
+
+def log_level_number(name: str) -> int:
+    """The logging level a `--uvicorn-log-level` name stands for, uvicorn's `trace` (below debug) included."""
+    logging.addLevelName(TRACE_LOG_LEVEL, "TRACE")
+    return logging.getLevelName(name.upper())
 
 
 def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
@@ -20,10 +28,13 @@ def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
         max_header_count=settings.h11_max_header_count,
         write_timeout_s=settings.write_timeout_seconds or None,
     )
+    # Only when set: uvicorn's own default is a cipher string, not None.
+    ciphers = {"ssl_ciphers": settings.ssl_ciphers} if settings.ssl_ciphers is not None else {}
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        uds=settings.uds,
         loop="uvloop",
         http=protocol_class(limits),
         log_level=settings.log_level,
@@ -33,6 +44,7 @@ def uvicorn_config(app: ASGIApp, settings: ServerSettings) -> uvicorn.Config:
         ssl_certfile=settings.ssl_certfile,
         ssl_ca_certs=settings.ssl_ca_certs,
         ssl_cert_reqs=settings.ssl_cert_reqs,
+        **ciphers,
     )
 
 

@@ -25,6 +25,14 @@ class Serving:
     intake: RequestIntake
 
 
+@dataclass(frozen=True)
+class AnswerOptions:
+    """How answers are worded, server-wide, as `vllm serve`'s flags set it."""
+
+    response_role: str = "assistant"  # --response-role: the role chat answers carry
+    force_include_usage: bool = False  # --enable-force-include-usage: usage in every stream, every chunk
+
+
 @dataclass
 class AppState:
     """What request handlers share.
@@ -34,6 +42,7 @@ class AppState:
     """
 
     scrapes: ScrapeSnapshots  # what /metrics and /v1/energy answer
+    answers: AnswerOptions = field(default_factory=AnswerOptions)
     serving: Serving | None = None
     started_at: float = field(default_factory=time.time)
 

@@ -39,7 +39,8 @@ class Generator(Protocol):
 class EngineClient(Generator, Protocol):
     """Everything the server asks of its engine."""
 
-    served_model_name: str
+    served_model_name: str  # the first of served_model_names: adapters' parent
+    served_model_names: Sequence[str]  # every name the base model answers to (--served-model-name a b)
     max_model_len: int
     max_num_seqs: int
     model_path: str

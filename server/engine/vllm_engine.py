@@ -78,16 +78,21 @@ class VllmEngine:
     def __init__(
         self,
         llm: AsyncLLM,
-        served_model_name: str,
+        served_model_names: Sequence[str],
         steps: StepRelay,
         chat_template: str | None = None,
         grammar_gate: GrammarGate | None = None,
+        *,
+        template_defaults: dict[str, Any] | None = None,
     ) -> None:
         self._llm = llm
         self._grammar_gate = grammar_gate  # None: schemas go to the engine's compile unchecked
         self._chat_template = chat_template  # None: the tokenizer's own
+        self._template_defaults = template_defaults  # --default-chat-template-kwargs: a request's win
         self._steps = steps
-        self.served_model_name = served_model_name
+        # Every alias answers, as in vLLM; the first names the model where one name is needed.
+        self.served_model_names = tuple(served_model_names)
+        self.served_model_name = self.served_model_names[0]
         self.max_model_len: int = llm.model_config.max_model_len
         self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
         self.model_path: str = llm.model_config.model
@@ -103,6 +108,7 @@ class VllmEngine:
         engine_args: AsyncEngineArgs,
         chat_template: str | None = None,
         grammar_limits: GrammarLimits | None = None,
+        template_defaults: dict[str, Any] | None = None,
     ) -> VllmEngine:
         """Create the engine (spawns vLLM's engine-core process and loads the model).
 
@@ -110,6 +116,7 @@ class VllmEngine:
             engine_args: vLLM's engine arguments, as parsed from the command line.
             chat_template: A Jinja chat template to use instead of the tokenizer's own.
             grammar_limits: How `check_grammar` bounds compiles (None: it checks nothing).
+            template_defaults: Chat template variables every render gets unless the request sets them.
 
         Returns:
             The running engine.
@@ -125,7 +132,9 @@ class VllmEngine:
             stat_loggers=[steps.for_engine],
         )
         names = engine_args.served_model_name
-        name = names[0] if isinstance(names, list) and names else names or engine_args.model
+        if isinstance(names, str):
+            names = [names]
+        names = [str(name) for name in names or [engine_args.model]]
         freeze_vllm_env()
         # As vLLM's own server does once started: move the startup heap (torch, transformers, vLLM, the
         # model's Python objects: millions) out of the collector's sight, so the oldest-generation
@@ -135,7 +144,7 @@ class VllmEngine:
         gate = None
         if grammar_limits is not None:
             gate = open_grammar_gate(llm.vllm_config, llm.get_tokenizer(), grammar_limits)
-        return cls(llm, str(name), steps, chat_template, gate)
+        return cls(llm, names, steps, chat_template, gate, template_defaults=template_defaults)
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
@@ -172,7 +181,7 @@ class VllmEngine:
                         chat_template=self._chat_template,
                         chat_template_content_format="string",
                         chat_template_kwargs={**(template_kwargs or {}), "add_generation_prompt": True},
-                    ),
+                    ).with_defaults(self._template_defaults),
                     self._tokenize_params(False),
                 )
             except ValueError as err:  # e.g. the model has no chat template

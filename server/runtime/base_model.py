@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from adapters.errors import AdapterValidationError
@@ -31,11 +32,11 @@ def module_shapes(model_dir: Path) -> dict[str, list[tuple[int, ...]]] | None:
     return shapes or None
 
 
-def base_model_info(served_name: str, model_path: str, max_rank: int) -> BaseModelInfo:
-    """The checks an adapter must pass to be served on this base model."""
+def base_model_info(served_names: Sequence[str], model_path: str, max_rank: int) -> BaseModelInfo:
+    """The checks an adapter must pass to be served on this base model; it may take none of its names."""
     shapes = module_shapes(Path(model_path))
     return BaseModelInfo(
-        names=frozenset({served_name, model_path}),
+        names=frozenset({*served_names, model_path}),
         module_names=frozenset(shapes) if shapes is not None else None,
         max_rank=max_rank,
         module_shapes=shapes,

@@ -44,7 +44,7 @@ async def start_adapters(
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
-        base_model_info(engine.served_model_name, engine.model_path, engine.max_lora_rank),
+        base_model_info(engine.served_model_names, engine.model_path, engine.max_lora_rank),
         allowed_roots(adapter_roots, adapter_dir, specs),
         max_loras=engine.max_loras,
     )

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol, TypeVar
 
 from adapters.errors import AdapterNotFoundError
@@ -45,13 +45,13 @@ class RequestIntake:
     def __init__(
         self,
         services: ScopeServices,
-        served_model_name: str,
+        served_model_names: Sequence[str],
         admission: AdmissionController,
         flex: FlexLane,
         limits: InputLimits,
     ) -> None:
         self.services = services
-        self.served_model_name = served_model_name
+        self.served_model_names = frozenset(served_model_names)
         self.admission = admission
         self.flex = flex
         self.limits = limits
@@ -130,7 +130,7 @@ class RequestIntake:
             self._none_open.set()
 
     def _lease(self, model: str) -> AdapterRef | None:
-        if model == self.served_model_name:
+        if model in self.served_model_names:
             return None
         if self.services.adapters is not None:
             with contextlib.suppress(AdapterNotFoundError):

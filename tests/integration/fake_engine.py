@@ -17,6 +17,7 @@ class FakeEngine:
     """Generates `WORDS` in a loop; `step_delay_s` paces the steps."""
 
     served_model_name = "fake-model"
+    served_model_names: tuple[str, ...] = ("fake-model",)
     max_model_len = 64
     max_num_seqs = 8
     model_path = "/models/fake"

@@ -12,7 +12,7 @@ from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import Serving, get_serving
+from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.protocol import (
     AssistantMessage,
@@ -55,12 +55,16 @@ def chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
 class ChatFormat:
     """Chat completion chunks and bodies for one request."""
 
-    def __init__(self, body: ChatCompletionRequest, request_id: str) -> None:
+    def __init__(self, body: ChatCompletionRequest, request_id: str, answers: AnswerOptions) -> None:
         self._body = body
         self._request_id = request_id
+        self._role = answers.response_role
         self._created = int(time.time())
         self._content: dict[int, EventTemplate] = {}
-        self._running = RunningUsage(1) if body.continuous_usage else None
+        # Forced usage is vLLM's include_usage and continuous_usage_stats both on, whatever the request says.
+        self._include_usage = answers.force_include_usage or body.include_usage
+        continuous = answers.force_include_usage or body.continuous_usage
+        self._running = RunningUsage(1) if continuous else None
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -75,7 +79,7 @@ class ChatFormat:
     def stream_head(self) -> bytes:
         """The role chunk of every choice."""
         roles = [
-            ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))
+            ChatChunkChoice(index=i, delta=ChatDelta(role=self._role, content=""))
             for i in range(self._body.n)
         ]
         return sse_event(self._chunk(roles))
@@ -109,8 +113,8 @@ class ChatFormat:
         return sse_event(self._chunk(choices, usage)) if choices else b""
 
     def stream_usage(self, usage: Usage) -> bytes:
-        """The final usage chunk, if `stream_options.include_usage` asked for it."""
-        return sse_event(self._chunk([], usage)) if self._body.include_usage else b""
+        """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
+        return sse_event(self._chunk([], usage)) if self._include_usage else b""
 
     def body(self, result: GenerationResult, usage: Usage) -> ChatCompletionResponse:
         """The non-streamed completion."""
@@ -121,7 +125,7 @@ class ChatFormat:
             choices=[
                 ChatChoice(
                     index=choice.index,
-                    message=AssistantMessage(content=choice.text),
+                    message=AssistantMessage(role=self._role, content=choice.text),
                     logprobs=chat_logprobs(choice.logprobs),
                     finish_reason=choice.finish_reason,
                 )
@@ -142,7 +146,10 @@ class ChatFormat:
     },
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, serving: Serving = Depends(get_serving)
+    body: ChatCompletionRequest,
+    request: Request,
+    serving: Serving = Depends(get_serving),
+    state: AppState = Depends(get_state),
 ) -> Response:
     """Create a chat completion, streamed as server-sent events when `stream` is true."""
     intake = serving.intake
@@ -156,7 +163,7 @@ async def create_chat_completion(
         scope,
         request,
         prepare,
-        lambda request_id, _prompts: ChatFormat(body, request_id),
+        lambda request_id, _prompts: ChatFormat(body, request_id, state.answers),
         prefix="chatcmpl",
         stream=body.stream,
     )

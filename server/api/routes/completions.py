@@ -12,7 +12,7 @@ from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import Serving, get_serving
+from server.api.state import AppState, Serving, get_serving, get_state
 from server.engine.types import GenerationStep, PreparedPrompt, TokenLogprob
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from server.serving.prepare import prepare_completion
@@ -35,7 +35,14 @@ def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> Comple
 class CompletionFormat:
     """Completion chunks and bodies for one request (choice index = prompt index × n + choice)."""
 
-    def __init__(self, body: CompletionRequest, request_id: str, prompts: list[PreparedPrompt]) -> None:
+    def __init__(
+        self,
+        body: CompletionRequest,
+        request_id: str,
+        prompts: list[PreparedPrompt],
+        *,
+        force_usage: bool = False,
+    ) -> None:
         self._body = body
         self._request_id = request_id
         self._created = int(time.time())
@@ -44,7 +51,10 @@ class CompletionFormat:
         self._offsets = [0] * choices
         self._echoed = [not body.echo] * choices
         self._content: dict[int, EventTemplate] = {}
-        self._running = RunningUsage(len(prompts)) if body.continuous_usage else None
+        # Forced usage is vLLM's include_usage and continuous_usage_stats both on, whatever the request says.
+        self._include_usage = force_usage or body.include_usage
+        continuous = force_usage or body.continuous_usage
+        self._running = RunningUsage(len(prompts)) if continuous else None
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
         return CompletionResponse(
@@ -95,8 +105,8 @@ class CompletionFormat:
         return sse_event(self._chunk(choices, usage)) if choices else b""
 
     def stream_usage(self, usage: Usage) -> bytes:
-        """The final usage chunk, if `stream_options.include_usage` asked for it."""
-        return sse_event(self._chunk([], usage)) if self._body.include_usage else b""
+        """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
+        return sse_event(self._chunk([], usage)) if self._include_usage else b""
 
     def body(self, result: GenerationResult, usage: Usage) -> CompletionResponse:
         """The non-streamed completion."""
@@ -132,7 +142,10 @@ class CompletionFormat:
     },
 )
 async def create_completion(
-    body: CompletionRequest, request: Request, serving: Serving = Depends(get_serving)
+    body: CompletionRequest,
+    request: Request,
+    serving: Serving = Depends(get_serving),
+    state: AppState = Depends(get_state),
 ) -> Response:
     """Create completions for one or several prompts, streamed when `stream` is true."""
     intake = serving.intake
@@ -141,7 +154,9 @@ async def create_completion(
         scope,
         request,
         lambda: prepare_completion(serving.engine, body, intake.limits),
-        lambda request_id, prompts: CompletionFormat(body, request_id, prompts),
+        lambda request_id, prompts: CompletionFormat(
+            body, request_id, prompts, force_usage=state.answers.force_include_usage
+        ),
         prefix="cmpl",
         stream=body.stream,
     )

@@ -13,15 +13,13 @@ router = APIRouter(responses=documented_errors(401, 503))
 
 
 def model_cards(serving: Serving, started_at: float) -> list[ModelCard]:
-    """The base model's card, then one per adapter with a current version."""
+    """The base model's cards, one per served name as vLLM lists them, then one per current adapter."""
     engine, adapters = serving.engine, serving.adapters
     cards = [
         ModelCard(
-            id=engine.served_model_name,
-            created=int(started_at),
-            root=engine.model_path,
-            max_model_len=engine.max_model_len,
+            id=name, created=int(started_at), root=engine.model_path, max_model_len=engine.max_model_len
         )
+        for name in engine.served_model_names
     ]
     if adapters is not None:
         for name in adapters.registry.names():
