@@ -13,6 +13,7 @@ import sys
 from server.cli_flags import FLAG_GROUPS, GROUP_TITLES, Flag
 from server.engine.cli_args import add_engine_args, new_parser
 from server.settings import ServerSettings
+from server.vllm_flags import add_vllm_flags, check_vllm_flags
 
 
 def _add_flags(group: argparse._ArgumentGroup, flags: list[Flag]) -> None:
@@ -21,7 +22,10 @@ def _add_flags(group: argparse._ArgumentGroup, flags: list[Flag]) -> None:
         shown = default is not False and default not in (None, "", []) and "unset:" not in flag.help
         text = f"{flag.help} (default: {default})" if shown else flag.help
         options = dict(flag.options)
-        if options.get("action") != "store_true" and "choices" not in options:
+        if (
+            options.get("action") not in ("store_true", argparse.BooleanOptionalAction)
+            and "choices" not in options
+        ):
             options.setdefault("metavar", flag.flag.removeprefix("--").replace("-", "_").upper())
         # SUPPRESS: an unset flag leaves no attribute, so the settings' own default (or WATTSERVE_*)
         # applies, and vLLM's help formatter does not print "(default: None)" after it.
@@ -44,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     for title, flags in zip(GROUP_TITLES, FLAG_GROUPS, strict=True):
         _add_flags(serve.add_argument_group(title), flags)
     add_engine_args(serve)
+    # Last: the rest of `vllm serve`'s flags, each accepted or refused as the flag table says.
+    parser.set_defaults(vllm_flags=add_vllm_flags(serve))
     return parser
 
 
@@ -85,6 +91,7 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
         args = parser.parse_args(argv)
     except ValueError as err:  # vLLM's parser reports some usage errors this way
         parser.error(str(err))
+    check_vllm_flags(args, args.vllm_flags)
     if args.model_tag is not None:
         args.model = args.model_tag
     return args

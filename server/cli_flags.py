@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
+from adapters.discovery import parse_lora_module
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -33,23 +35,48 @@ def json_list(text: str) -> list[str]:
     return value
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """A flag value given as a JSON object, as `vllm serve` takes --default-chat-template-kwargs."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}); give an object such as '{{}}'") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, such as '{\"enable_thinking\": false}'")
+    return value
+
+
+def lora_module(text: str) -> str:
+    """A `--lora-modules` value in one of vLLM's forms, checked as the command line is read."""
+    try:
+        parse_lora_module(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
+
+
 SERVER_FLAGS: list[Flag] = [
     Flag("--host", "host", "Address to listen on."),
     Flag("--port", "port", "Port to listen on.", {"type": int}),
-    Flag("--api-key", "api_key", "Require this bearer key on /v1 routes and the API docs."),
+    Flag(
+        "--api-key",
+        "api_key",
+        "Require a bearer key on /v1 routes and the API docs; give several to rotate (any is accepted).",
+        {"nargs": "+"},
+    ),
     Flag("--admin-key", "admin_key", "Require this key (and not --api-key) to manage adapters."),
     Flag("--cache-dir", "cache_dir", "Where the embedded default model is built."),
     Flag(
         "--uvicorn-log-level",
         "log_level",
         "Log level.",
-        {"choices": ["debug", "info", "warning", "error", "critical"]},
+        {"choices": ["critical", "error", "warning", "info", "debug", "trace"]},
     ),
     Flag(
         "--disable-fastapi-docs",
         "disable_fastapi_docs",
         "Serve no /docs, /redoc or /openapi.json.",
-        {"action": "store_true"},
+        {"action": argparse.BooleanOptionalAction},
     ),
     Flag(
         "--shutdown-grace-seconds",
@@ -61,12 +88,14 @@ SERVER_FLAGS: list[Flag] = [
         "--disable-uvicorn-access-log",
         "disable_uvicorn_access_log",
         "Log no line per HTTP request.",
-        {"action": "store_true"},
+        {"action": argparse.BooleanOptionalAction},
     ),
+    Flag("--uds", "uds", "Listen on this Unix domain socket instead of --host and --port."),
     Flag("--root-path", "root_path", "Path prefix the app is served under behind a path-routing proxy."),
     Flag("--ssl-keyfile", "ssl_keyfile", "TLS private key file (serve HTTPS with --ssl-certfile)."),
     Flag("--ssl-certfile", "ssl_certfile", "TLS certificate file."),
     Flag("--ssl-ca-certs", "ssl_ca_certs", "CA certificates for verifying client certificates."),
+    Flag("--ssl-ciphers", "ssl_ciphers", "TLS cipher suites, as OpenSSL names them (TLS 1.2 and below)."),
     Flag(
         "--ssl-cert-reqs",
         "ssl_cert_reqs",
@@ -85,7 +114,25 @@ SERVER_FLAGS: list[Flag] = [
     Flag(
         "--allowed-headers", "allowed_headers", "CORS: headers allowed, as a JSON list.", {"type": json.loads}
     ),
-    Flag("--allow-credentials", "allow_credentials", "CORS: allow credentials.", {"action": "store_true"}),
+    Flag(
+        "--allow-credentials",
+        "allow_credentials",
+        "CORS: allow credentials.",
+        {"action": argparse.BooleanOptionalAction},
+    ),
+    Flag(
+        "--middleware",
+        "middleware",
+        "ASGI middleware by import path (repeatable): a class is added as middleware, a function as "
+        "HTTP middleware, as vLLM does.",
+        {"action": "append"},
+    ),
+    Flag(
+        "--enable-request-id-headers",
+        "enable_request_id_headers",
+        "Answer with an X-Request-Id header: the request's own, else a new one.",
+        {"action": argparse.BooleanOptionalAction},
+    ),
     Flag(
         "--keep-alive-on-engine-death",
         "keep_alive_on_engine_death",
@@ -103,8 +150,22 @@ OPENAI_FLAGS: list[Flag] = [
         "--enable-prompt-tokens-details",
         "enable_prompt_tokens_details",
         "Report usage.prompt_tokens_details.cached_tokens (prompt tokens the prefix cache served).",
-        {"action": "store_true"},
+        {"action": argparse.BooleanOptionalAction},
     ),
+    Flag(
+        "--enable-force-include-usage",
+        "force_include_usage",
+        "End every stream with a usage chunk and put usage in every chunk, whatever stream_options say.",
+        {"action": argparse.BooleanOptionalAction},
+    ),
+    Flag(
+        "--default-chat-template-kwargs",
+        "default_chat_template_kwargs",
+        'Keyword arguments for every chat template render, as a JSON object (e.g. \'{"enable_thinking": '
+        "false}').",
+        {"type": json_object},
+    ),
+    Flag("--response-role", "response_role", "The role chat answers carry."),
 ]
 ADAPTER_FLAGS: list[Flag] = [
     Flag(
@@ -117,8 +178,9 @@ ADAPTER_FLAGS: list[Flag] = [
     Flag(
         "--lora-modules",
         "lora_modules",
-        "Adapters as name=path (vLLM's form).",
-        {"nargs": "+", "action": "extend"},
+        "Adapters to load at startup, as name=path or a JSON object with name, path and optionally "
+        "base_model_name (vLLM's forms).",
+        {"nargs": "+", "action": "extend", "type": lora_module},
     ),
     Flag(
         "--watch-adapters",

@@ -31,7 +31,7 @@ def test_no_model_means_the_embedded_default() -> None:
     assert args.model is None
     assert args.model_tag is None
     settings = settings_from(args)
-    assert (settings.port, settings.api_key) == (9001, "k")
+    assert (settings.port, settings.api_keys) == (9001, ("k",))
 
 
 def test_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

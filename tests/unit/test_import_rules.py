@@ -36,6 +36,7 @@ SERVER_LAYERS = {
     "server.api": 7,
     "server.cli_flags": 8,
     "server.compose": 8,
+    "server.vllm_flags": 8,
     "server.cli": 9,
     "server.__main__": 10,
 }

@@ -1,0 +1,115 @@
+"""`vllm serve` flags with behaviour, in the in-process app on a fake engine.
+
+Every --served-model-name alias answers and is listed, any of several --api-key values opens /v1, the JSON
+form of --lora-modules loads its adapter, and the answer-wording flags (--response-role,
+--enable-force-include-usage, --enable-request-id-headers) do what vLLM's do.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from adapters.types import AdapterRef
+from server.compose import create_app
+from server.energy.meters.base import NullEnergyMeter
+from server.settings import ServerSettings
+from tests.integration.fake_engine import FakeEngine
+
+PROMPT = {"prompt": "a b c", "max_tokens": 3}
+
+
+class AliasedLoraEngine(FakeEngine):
+    """Answers to two names and takes adapters (loading one is a no-op)."""
+
+    served_model_names = ("fake-model", "fake-alias")
+    lora_enabled = True
+    max_lora_rank = 8
+    max_loras = 4
+
+    async def add_lora(self, ref: AdapterRef) -> None:
+        pass
+
+    async def remove_lora(self, adapter_id: int) -> None:
+        pass
+
+    async def pin_lora(self, adapter_id: int) -> None:
+        pass
+
+
+def write_adapter(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    config = {
+        "peft_type": "LORA",
+        "r": 8,
+        "lora_alpha": 16,
+        "target_modules": ["q_proj"],
+        "base_model_name_or_path": FakeEngine.model_path,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    (directory / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    return directory
+
+
+@asynccontextmanager
+async def serving(settings: ServerSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, AliasedLoraEngine, meter=NullEnergyMeter())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_every_alias_answers_and_is_listed_and_any_key_opens(tmp_path: Path) -> None:
+    adapter = write_adapter(tmp_path / "sql")
+    lora = json.dumps({"name": "sql", "path": str(adapter), "base_model_name": "fake-model"})
+    settings = ServerSettings(api_key=["old", "new"], lora_modules=[lora])
+    async with serving(settings) as http:
+        listed = (await http.get("/v1/models", headers=bearer("new"))).json()["data"]
+        assert [(card["id"], card["root"]) for card in listed[:2]] == [
+            ("fake-model", FakeEngine.model_path),
+            ("fake-alias", FakeEngine.model_path),
+        ]
+        # The JSON form loaded the adapter, parented on the first name.
+        assert [(card["id"], card["parent"]) for card in listed[2:]] == [("sql", "fake-model")]
+        for model in ("fake-model", "fake-alias", "sql"):
+            answer = await http.post(
+                "/v1/completions", json={"model": model, **PROMPT}, headers=bearer("old")
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model"] == model
+        alias_card = await http.get("/v1/models/fake-alias", headers=bearer("old"))
+        assert alias_card.json()["id"] == "fake-alias"
+        refused = await http.post(
+            "/v1/completions", json={"model": "fake-model", **PROMPT}, headers=bearer("k")
+        )
+        assert refused.status_code == 401
+        unknown = await http.post("/v1/completions", json={"model": "other", **PROMPT}, headers=bearer("new"))
+        assert unknown.status_code == 404
+
+
+async def test_response_role_forced_usage_and_request_id_headers() -> None:
+    settings = ServerSettings(response_role="bot", force_include_usage=True, enable_request_id_headers=True)
+    async with serving(settings) as http:
+        chat = {"model": "fake-alias", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        answer = await http.post("/v1/chat/completions", json=chat, headers={"X-Request-Id": "abc"})
+        assert answer.json()["choices"][0]["message"]["role"] == "bot"
+        assert answer.headers["x-request-id"] == "abc"
+        stream = await http.post("/v1/chat/completions", json={**chat, "stream": True})
+        frames = [line.removeprefix("data: ") for line in stream.text.split("\n\n") if line]
+        chunks = [json.loads(frame) for frame in frames[:-1]]
+        assert chunks[0]["choices"][0]["delta"]["role"] == "bot"
+        # Forced usage: every chunk carries it, and the stream ends with a usage-only chunk.
+        assert all(chunk["usage"] is not None for chunk in chunks[1:])
+        assert chunks[-1]["choices"] == []
+        assert len(stream.headers["x-request-id"]) == 32  # none given: a new one
