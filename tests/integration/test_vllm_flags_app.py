@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.types import AdapterRef
+from server.api.http_server import log_level_number, uvicorn_config
 from server.compose import create_app
 from server.energy.meters.base import NullEnergyMeter
 from server.settings import ServerSettings
@@ -40,6 +42,21 @@ class AliasedLoraEngine(FakeEngine):
 
     async def pin_lora(self, adapter_id: int) -> None:
         pass
+
+
+class StampMiddleware:
+    """A deployment's own ASGI middleware, as --middleware names it: stamps every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-stamp", b"1")]}
+            await send(message)
+
+        await self.app(scope, receive, stamped)
 
 
 def write_adapter(directory: Path) -> Path:
@@ -113,3 +130,17 @@ async def test_response_role_forced_usage_and_request_id_headers() -> None:
         assert all(chunk["usage"] is not None for chunk in chunks[1:])
         assert chunks[-1]["choices"] == []
         assert len(stream.headers["x-request-id"]) == 32  # none given: a new one
+
+
+async def test_middleware_by_import_path_wraps_the_app() -> None:
+    settings = ServerSettings(middleware=[f"{__name__}.StampMiddleware"])
+    async with serving(settings) as http:
+        assert (await http.get("/health")).headers["x-stamp"] == "1"
+
+
+def test_a_unix_socket_tls_ciphers_and_the_trace_level_reach_uvicorn(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "wattserve.sock")
+    settings = ServerSettings(uds=socket_path, ssl_ciphers="ECDHE-RSA-AES256-GCM-SHA384", log_level="trace")
+    config = uvicorn_config(create_app(settings, AliasedLoraEngine, meter=NullEnergyMeter()), settings)
+    assert (config.uds, config.ssl_ciphers) == (socket_path, "ECDHE-RSA-AES256-GCM-SHA384")
+    assert log_level_number("trace") < log_level_number("debug")
