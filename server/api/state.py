@@ -52,24 +52,16 @@ class AppState:
         return self.serving is not None and not self.serving.engine.is_dead
 
 
-def get_state(request: Request) -> AppState:
+# The getters are coroutines: FastAPI runs a plain `def` dependency in its thread pool, a thread hop
+# per request for a dictionary lookup.
+async def get_state(request: Request) -> AppState:
     """The application's state."""
     return request.app.state.wattserve
 
 
-def get_serving(request: Request) -> Serving:
+async def get_serving(request: Request) -> Serving:
     """What serves while the engine runs, or a 503 while it does not."""
-    serving = get_state(request).serving
+    serving = request.app.state.wattserve.serving
     if serving is None:
         raise EngineUnavailableError(NOT_RUNNING)
     return serving
-
-
-def get_engine(request: Request) -> EngineClient:
-    """The running engine, or a 503 while there is none."""
-    return get_serving(request).engine
-
-
-def get_intake(request: Request) -> RequestIntake:
-    """Where generation requests open their scope, or a 503 while the server cannot take them."""
-    return get_serving(request).intake

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.api.errors import documented_errors
-from server.api.state import AppState, get_engine, get_state
+from server.api.state import AppState, Serving, get_serving, get_state
 
 router = APIRouter()
 
@@ -24,10 +24,9 @@ def _version(*distributions: str) -> str | None:
 
 
 @router.get("/health", response_class=Response, responses=documented_errors(503))
-async def health(request: Request) -> Response:
+async def health(serving: Serving = Depends(get_serving)) -> Response:
     """200 when the engine can serve; 503 with an OpenAI error body otherwise."""
-    engine = get_engine(request)
-    await engine.check_health()
+    await serving.engine.check_health()
     return Response(status_code=200)
 
 
