@@ -167,11 +167,7 @@ class VllmEngine:
     async def render_chat(
         self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
     ) -> PreparedPrompt:
-        """Apply the tokenizer's chat template to `messages` and tokenize the result.
-
-        `template_kwargs` are the request's extra template variables (vLLM's `chat_template_kwargs`);
-        as in vLLM, the template sees only those it declares, and the server's own settings win.
-        """
+        """Apply the chat template, with the request's extra variables as vLLM passes them, and tokenize."""
         renderer = self._llm.renderer
         with _vllm_errors(), _prompt_length("messages"):
             try:
