@@ -15,6 +15,15 @@ from server.engine.cli_args import add_engine_args, new_parser
 from server.settings import ServerSettings
 from server.vllm_flags import add_vllm_flags, check_vllm_flags
 
+# Settings fields named like one of vLLM's engine arguments get another destination, so neither flag
+# overwrites the other: `log_level` is both --uvicorn-log-level's field and vLLM's --log-level (CRITICAL...).
+RENAMED_DESTS = {"log_level": "uvicorn_log_level"}
+
+
+def flag_dest(field: str) -> str:
+    """Where the parser puts the flag that sets a settings field."""
+    return RENAMED_DESTS.get(field, field)
+
 
 def _add_flags(group: argparse._ArgumentGroup, flags: list[Flag]) -> None:
     for flag in flags:
@@ -29,7 +38,9 @@ def _add_flags(group: argparse._ArgumentGroup, flags: list[Flag]) -> None:
             options.setdefault("metavar", flag.flag.removeprefix("--").replace("-", "_").upper())
         # SUPPRESS: an unset flag leaves no attribute, so the settings' own default (or WATTSERVE_*)
         # applies, and vLLM's help formatter does not print "(default: None)" after it.
-        group.add_argument(flag.flag, dest=flag.field, default=argparse.SUPPRESS, help=text, **options)
+        group.add_argument(
+            flag.flag, dest=flag_dest(flag.field), default=argparse.SUPPRESS, help=text, **options
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +111,8 @@ def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     """Flags given on the command line win over WATTSERVE_* environment variables, which win over defaults."""
     given = {
-        field: getattr(args, field)
+        field: getattr(args, flag_dest(field))
         for field in ServerSettings.model_fields
-        if getattr(args, field, None) is not None
+        if getattr(args, flag_dest(field), None) is not None
     }
     return ServerSettings(**given)

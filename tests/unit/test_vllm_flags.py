@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import parse_command_line, settings_from
+from server.cli import build_parser, flag_dest, parse_command_line, settings_from
 from server.cli_flags import FLAG_GROUPS
 from server.engine.cli_args import frontend_actions
 from server.vllm_flags import DOC, VLLM_FLAGS, render_doc
@@ -63,6 +63,23 @@ def test_each_same_flag_is_ours_and_sets_its_settings_field() -> None:
             assert ours.get(entry.flag) == entry.field, entry.flag
         if entry.kind != "same":
             assert entry.flag not in ours, entry.flag
+
+
+def test_no_flag_of_ours_shares_a_destination_with_an_engine_flag() -> None:
+    # Else one overwrites the other: --uvicorn-log-level debug once reached vLLM's --log-level and failed.
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    ours = {flag_dest(flag.field) for group in FLAG_GROUPS for flag in group}
+    owners: dict[str, set[str]] = {}
+    for action in serve._actions:
+        owners.setdefault(action.dest, set()).update(action.option_strings)
+    shared = {dest: sorted(owners[dest]) for dest in ours if len(owners.get(dest, ())) > 1}
+    for dest, spellings in shared.items():  # one flag's own spellings (--x, --no-x) are fine
+        assert len({s.replace("--no-", "--") for s in spellings}) == 1, (dest, spellings)
+
+
+def test_the_uvicorn_log_level_leaves_vllms_log_level_alone() -> None:
+    args = parse_command_line(["serve", "some/model", "--uvicorn-log-level", "debug"])
+    assert (settings_from(args).log_level, getattr(args, "log_level", None)) == ("debug", None)
 
 
 def test_the_differences_page_holds_the_generated_table() -> None:
