@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_cache_dir() -> Path:
@@ -29,8 +29,9 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    # One key, or several (vLLM's way to rotate keys): any of them is accepted.
-    api_key: str | list[str] | None = None
+    # One key, or several (vLLM's way to rotate keys): any of them is accepted. NoDecode: WATTSERVE_API_KEY
+    # is one key as written, never JSON (a key `123456` or `null` must not become a number or no key).
+    api_key: Annotated[str | list[str] | None, NoDecode] = None
     admin_key: str | None = None
     adapter_roots: list[Path] = Field(default_factory=list)
     adapter_dir: Path | None = None

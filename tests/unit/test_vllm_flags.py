@@ -10,6 +10,7 @@ import pytest
 from server.cli import build_parser, flag_dest, parse_command_line, settings_from
 from server.cli_flags import FLAG_GROUPS
 from server.engine.cli_args import frontend_actions
+from server.settings import ServerSettings
 from server.vllm_flags import DOC, VLLM_FLAGS, render_doc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,13 @@ def test_no_flag_of_ours_shares_a_destination_with_an_engine_flag() -> None:
 def test_the_uvicorn_log_level_leaves_vllms_log_level_alone() -> None:
     args = parse_command_line(["serve", "some/model", "--uvicorn-log-level", "debug"])
     assert (settings_from(args).log_level, getattr(args, "log_level", None)) == ("debug", None)
+
+
+@pytest.mark.parametrize("key", ["123456", "null", "true", '["a", "b"]'])
+def test_the_key_in_the_environment_is_one_key_as_written(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several keys come from flags or a config file; the environment's is never read as JSON.
+    monkeypatch.setenv("WATTSERVE_API_KEY", key)
+    assert ServerSettings().api_keys == (key,)
 
 
 def test_the_differences_page_holds_the_generated_table() -> None:
