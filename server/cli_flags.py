@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from adapters.discovery import parse_lora_module
+from server.cli_values import json_list, json_object, lora_module
 
 
 @dataclass(frozen=True)
@@ -22,37 +22,6 @@ class Flag:
     field: str
     help: str
     options: dict[str, Any] = dataclass_field(default_factory=dict)
-
-
-def json_list(text: str) -> list[str]:
-    """A flag value given as a JSON list of strings, as `vllm serve` takes its CORS lists."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err}); give a list such as '[\"*\"]'") from err
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise argparse.ArgumentTypeError("give a JSON list of strings, such as '[\"*\"]'")
-    return value
-
-
-def json_object(text: str) -> dict[str, Any]:
-    """A flag value given as a JSON object, as `vllm serve` takes --default-chat-template-kwargs."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err}); give an object such as '{{}}'") from err
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("give a JSON object, such as '{\"enable_thinking\": false}'")
-    return value
-
-
-def lora_module(text: str) -> str:
-    """A `--lora-modules` value in one of vLLM's forms, checked as the command line is read."""
-    try:
-        parse_lora_module(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from err
-    return text
 
 
 SERVER_FLAGS: list[Flag] = [

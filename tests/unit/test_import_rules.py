@@ -34,6 +34,7 @@ SERVER_LAYERS = {
     "server.serving": 5,
     "server.runtime": 6,
     "server.api": 7,
+    "server.cli_values": 7,
     "server.cli_flags": 8,
     "server.compose": 8,
     "server.vllm_flags": 8,
