@@ -1,0 +1,1 @@
+"""Contract checks: wattserve's wire shapes against OpenAI's published OpenAPI document."""
