@@ -15,12 +15,15 @@ import pytest
 POLL_S = 0.05
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Block until `predicate()` holds; fail the test after `timeout_s` seconds."""
+def wait_until(predicate: Callable[[], bool], what: str | Callable[[], str], timeout_s: float = 10.0) -> None:
+    """Block until `predicate()` holds; fail the test after `timeout_s` seconds.
+
+    `what` names the awaited state; a callable is asked at the failure, so it can tell what was seen last.
+    """
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s} s")
+            pytest.fail(f"{what() if callable(what) else what} did not happen within {timeout_s} s")
         time.sleep(POLL_S)  # polling state against a deadline, not a wait for time to pass
 
 

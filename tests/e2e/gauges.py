@@ -44,11 +44,13 @@ def gauges(server: HasBaseUrl) -> dict[str, float]:
 def wait_for_gauges(server: HasBaseUrl, wanted: dict[str, float], timeout_s: float = IDLE_DEADLINE_S) -> None:
     """Wait until the gauges named in `wanted` read those values (in one scrape)."""
 
-    def reached() -> bool:
-        now = gauges(server)
-        return all(now[name] == value for name, value in wanted.items())
+    last: dict[str, float] = {}
 
-    wait_until(reached, f"gauges reading {wanted}", timeout_s)
+    def reached() -> bool:
+        last.update(gauges(server))
+        return all(last[name] == value for name, value in wanted.items())
+
+    wait_until(reached, lambda: f"gauges reading {wanted} (last read: {last})", timeout_s)
 
 
 def wait_for_idle_gauges(server: HasBaseUrl, timeout_s: float = IDLE_DEADLINE_S) -> None:
