@@ -33,7 +33,6 @@ class Reason(str, enum.Enum):
     NON_FINITE_WEIGHTS = "non_finite_weights"
     WEIGHT_SHAPE_MISMATCH = "weight_shape_mismatch"
     RANK_TOO_LARGE = "rank_above_max"
-    BASE_MODEL_MISMATCH = "base_model_mismatch"
     MISSING_TARGET_MODULE = "missing_target_module"
     # Capacity: the adapter itself is fine, the engine's slots cannot take it now.
     PIN_LIMIT = "pin_limit_reached"

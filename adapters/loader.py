@@ -97,6 +97,8 @@ class AdapterManager:
                     raise AdapterLoadError(f"The engine could not pin adapter '{name}': {err}") from err
             previous = self.registry.commit(entry, time.perf_counter() - started)
             logger.info("adapter %s ready (id %d, %s)", ref.engine_name, ref.adapter_id, ref.path)
+            for warning in facts.warnings:
+                logger.warning("adapter %s: %s", ref.engine_name, warning)
             if previous is not None:
                 task = asyncio.create_task(self._retire(previous))
                 self._retiring.add(task)

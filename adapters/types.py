@@ -27,6 +27,7 @@ class AdapterFacts:
     alpha: float
     target_modules: tuple[str, ...]
     size_bytes: int
+    warnings: tuple[str, ...] = ()  # what fits but may not be meant (a config naming another base model)
 
 
 @dataclass(frozen=True)

@@ -179,15 +179,20 @@ def _read_config(path: Path, size: int) -> LoraConfig:
     return parse_lora_config(config)
 
 
-def _check_base_model(config: LoraConfig, base: BaseModelInfo) -> None:
+def _base_model_warnings(config: LoraConfig, base: BaseModelInfo) -> tuple[str, ...]:
+    """A warning when the config names another base model; a warning only, as vLLM does.
+
+    The name is a hint (a renamed or re-served copy of the same weights differs in name alone); whether
+    the adapter fits is decided by its shapes, target modules and rank.
+    """
     # A hub id and a local copy of the same model share their last path component.
     known = base.names | {PurePath(name).name for name in base.names}
     if config.base_model and config.base_model not in known and PurePath(config.base_model).name not in known:
-        raise AdapterValidationError(
-            Reason.BASE_MODEL_MISMATCH,
-            f"Adapter was trained on {_shown(config.base_model)}, not on this server's base model "
-            f"({sorted(base.names)[0]!r}).",
+        return (
+            f"adapter_config.json names {_shown(config.base_model)} as its base model, not this server's "
+            f"({sorted(base.names)[0]!r}); it was loaded because its shapes fit.",
         )
+    return ()
 
 
 def _check_targets(targets: str | tuple[str, ...], base: BaseModelInfo) -> tuple[str, ...]:
@@ -252,7 +257,6 @@ def inspect_adapter(
             Reason.RANK_TOO_LARGE,
             f"Adapter rank {config.max_rank} is above the server's --max-lora-rank {base.max_rank}.",
         )
-    _check_base_model(config, base)
     targets = _check_targets(config.target_modules, base)
     if base.module_shapes is not None:
         check_declared_tensors(declared, config.max_rank, base.module_shapes)
@@ -265,6 +269,7 @@ def inspect_adapter(
         alpha=config.alpha,
         target_modules=targets,
         size_bytes=config_file[1] + weights_file[1],
+        warnings=_base_model_warnings(config, base),
     )
 
 

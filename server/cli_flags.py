@@ -152,6 +152,13 @@ ADAPTER_FLAGS: list[Flag] = [
         {"nargs": "+", "action": "extend", "type": lora_module},
     ),
     Flag(
+        "--allow-missing-adapters",
+        "allow_missing_adapters",
+        "Start even if an adapter named by --lora-modules or found in --adapter-dir fails to load "
+        "(it is logged); by default startup stops, so a replica never reports healthy without its adapters.",
+        {"action": "store_true"},
+    ),
+    Flag(
         "--watch-adapters",
         "watch_adapters",
         "Follow --adapter-dir: load and unload on changes.",

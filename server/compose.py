@@ -40,8 +40,8 @@ from server.policy.flex_lane import FlexLane
 from server.policy.governor import Governor
 from server.policy.latency import LatencyTracker
 from server.policy.serving_policy import ServingPolicy, refresh_intensity
-from server.runtime.lifecycle import Lifecycle
-from server.runtime.startup_adapters import start_adapters, watch_adapter_dir
+from server.runtime.lifecycle import EXIT_STARTUP_FAILED, Lifecycle
+from server.runtime.startup_adapters import StartupAdaptersError, start_adapters, watch_adapter_dir
 from server.serving.aborts import EngineAborts
 from server.serving.intake import RequestIntake
 from server.serving.prepare import InputLimits
@@ -127,7 +127,13 @@ def compose(
         logger.info("serving %s (max_model_len=%d)", engine.served_model_name, engine.max_model_len)
         loop = asyncio.get_running_loop()
         sampler, books = _start_books(settings, meter, carbon, [metrics, summary], loop)
-        adapters, watcher = await _start_adapters(settings, engine, metrics)
+        try:
+            adapters, watcher = await _start_adapters(settings, engine, metrics)
+        except StartupAdaptersError:
+            lifecycle.exit_code = EXIT_STARTUP_FAILED
+            sampler.stop()
+            stop_engine(engine)
+            raise
         latency = LatencyTracker(metrics.itl.bounds)
         policy = _start_policy(
             settings,
@@ -231,7 +237,11 @@ async def _start_adapters(
     if not engine.lora_enabled:
         return None, None
     adapters = await start_adapters(
-        engine, settings.lora_modules, settings.adapter_dir, settings.adapter_roots
+        engine,
+        settings.lora_modules,
+        settings.adapter_dir,
+        settings.adapter_roots,
+        allow_missing=settings.allow_missing_adapters,
     )
     for name in adapters.registry.names():
         metrics.adapter_added(name)

@@ -37,6 +37,8 @@ class ServerSettings(BaseSettings):
     adapter_dir: Path | None = None
     lora_modules: list[str] = Field(default_factory=list)
     watch_adapters: bool = False
+    # Serve without a startup adapter that failed to load (logged); by default such a failure stops startup.
+    allow_missing_adapters: bool = False
     energy_meter: Literal["auto", "nvml", "rapl", "estimated", "none"] = "auto"
     energy_sample_period_s: float = Field(default=0.1, gt=0, le=10)
     prefill_energy_weight: float = Field(default=0.25, ge=0)

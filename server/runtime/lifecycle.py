@@ -25,6 +25,7 @@ ENGINE_WATCH_PERIOD_S = 0.5
 # After the engine died, how long in-flight requests get to receive their error before the exit.
 DEATH_DRAIN_S = 10.0
 EXIT_ENGINE_DEAD = 3
+EXIT_STARTUP_FAILED = 1
 
 
 def cut_after_s(grace_s: float) -> float:

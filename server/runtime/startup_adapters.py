@@ -28,19 +28,32 @@ def allowed_roots(
     return roots
 
 
+class StartupAdaptersError(Exception):
+    """Startup adapters failed to load and nothing allows serving without them."""
+
+
 async def start_adapters(
-    engine: EngineClient, lora_modules: list[str], adapter_dir: Path | None, adapter_roots: list[Path]
+    engine: EngineClient,
+    lora_modules: list[str],
+    adapter_dir: Path | None,
+    adapter_roots: list[Path],
+    *,
+    allow_missing: bool = False,
 ) -> AdapterManager:
-    """Build the adapter manager and load the startup adapters; a bad one is logged, not fatal.
+    """Build the adapter manager and load the startup adapters.
 
     An adapter named like the base model is one of those refused (`reserved_name`).
+
+    Raises:
+        StartupAdaptersError: One or more failed to load (each is logged), unless `allow_missing`: a
+            replica that reports healthy must serve every adapter it was started with.
     """
-    specs = []
+    specs, failed = [], []
     for value in lora_modules:
         try:
             specs.append(parse_lora_module(value))
         except ValueError as err:
-            logger.error("adapter not loaded: %s", err)
+            failed.append(f"--lora-modules {value!r}: {err}")
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
@@ -51,15 +64,26 @@ async def start_adapters(
     if adapter_dir is not None:
         specs += scan(adapter_dir)
     for spec in specs:
-        await _load(manager, spec)
+        error = await _load(manager, spec)
+        if error is not None:
+            failed.append(error)
+    for error in failed:
+        logger.error("adapter not loaded: %s", error)
+    if failed and not allow_missing:
+        raise StartupAdaptersError(
+            f"{len(failed)} startup adapter(s) failed to load (see above); fix them, or pass "
+            "--allow-missing-adapters to serve without them"
+        )
     return manager
 
 
-async def _load(manager: AdapterManager, spec: AdapterSpec) -> None:
+async def _load(manager: AdapterManager, spec: AdapterSpec) -> str | None:
+    """Load one adapter; what went wrong, if anything (never raises for a refused adapter)."""
     try:
         await manager.load(spec.name, spec.path, version=spec.version)
     except AdapterError as err:
-        logger.error("adapter %s (%s) not loaded: %s", spec.name, spec.path, err.message)
+        return f"{spec.name} ({spec.path}): {err.message}"
+    return None
 
 
 async def reconcile(manager: AdapterManager, directory: Path) -> None:
@@ -78,7 +102,9 @@ async def reconcile(manager: AdapterManager, directory: Path) -> None:
             or entry.ref.path != Path(spec.path)
             or (spec.version is not None and spec.version != entry.ref.version)
         ):
-            await _load(manager, spec)
+            error = await _load(manager, spec)
+            if error is not None:
+                logger.error("adapter not loaded: %s", error)
     for name in served_here.keys() - wanted.keys():
         await manager.unload(name)
 

@@ -59,15 +59,6 @@ def bad_adapters(good: Path, root: Path, outside: Path) -> dict[str, tuple[str, 
         str(edit_config(copy_adapter(good, root / "rank64"), r=64)),
         "rank_above_max",
     )
-    cases["other base model"] = (
-        "bad8",
-        str(
-            edit_config(
-                copy_adapter(good, root / "otherbase"), base_model_name_or_path="meta-llama/Llama-3.1-8B"
-            )
-        ),
-        "base_model_mismatch",
-    )
     cases["missing target module"] = (
         "bad9",
         str(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.adapter_files import (
     copy_adapter,
+    edit_config,
     odd_configs,
     with_declared_tensor,
     with_files_linked_outside,
@@ -138,12 +139,12 @@ def test_the_base_model_name_is_reserved(lora_server: Server, admin: httpx.Clien
     refused(
         admin.post("/v1/adapters", json={"name": MODEL, "path": str(good)}), 400, "reserved_name", "runtime"
     )
-    # The same through --adapter-dir, as at startup: logged and skipped, the base model still answers.
+    # The same through the watched --adapter-dir: logged and skipped, the base model still answers.
     with lora_server.http() as http:
         base = text_of(complete(http, MODEL))
         copy_adapter(good, lora_server.adapter_root / "watched" / MODEL)
         wait_until(
-            lambda: f"adapter {MODEL} (" in lora_server.log_path.read_text(),
+            lambda: f"adapter not loaded: {MODEL} (" in lora_server.log_path.read_text(),
             "the watcher trying the folder",
             timeout_s=30,
         )
@@ -152,6 +153,23 @@ def test_the_base_model_name_is_reserved(lora_server: Server, admin: httpx.Clien
         assert [card["parent"] for card in cards] == [None]
         assert text_of(complete(http, MODEL)) == base
     shutil.rmtree(lora_server.adapter_root / "watched" / MODEL)
+
+
+def test_an_adapter_naming_another_base_model_loads_with_a_warning_as_in_vllm(
+    lora_server: Server, admin: httpx.Client, good: Path
+) -> None:
+    renamed = edit_config(
+        copy_adapter(good, lora_server.adapter_root / "renamed-base"),
+        base_model_name_or_path="meta-llama/Llama-3.1-8B",
+    )
+    loaded = admin.post("/v1/adapters", json={"name": "renamed-base", "path": str(renamed)})
+    assert loaded.status_code == 200, loaded.text
+    (warning,) = loaded.json()["warnings"]
+    assert "'meta-llama/Llama-3.1-8B'" in warning
+    assert f"adapter renamed-base@{loaded.json()['version']}" in lora_server.log_path.read_text()
+    with lora_server.http() as http:
+        assert text_of(complete(http, "renamed-base")) == text_of(complete(http, "demo-alpha"))
+    assert admin.delete("/v1/adapters/renamed-base").status_code == 200
 
 
 def base_answer(http: httpx.Client) -> tuple[str, list[str], list[float]]:

@@ -1,7 +1,8 @@
 """`vllm serve` flags with behaviour, in the in-process app on a fake engine.
 
 Every --served-model-name alias answers and is listed, any of several --api-key values opens /v1, the JSON
-form of --lora-modules loads its adapter, and the answer-wording flags (--response-role,
+form of --lora-modules loads its adapter, a startup adapter that fails stops startup unless
+--allow-missing-adapters, and the answer-wording flags (--response-role,
 --enable-force-include-usage, --enable-request-id-headers) do what vLLM's do.
 """
 
@@ -14,12 +15,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.types import AdapterRef
 from server.api.http_server import log_level_number, uvicorn_config
-from server.compose import create_app
+from server.compose import compose, create_app
 from server.energy.meters.base import NullEnergyMeter
+from server.runtime.lifecycle import EXIT_STARTUP_FAILED
+from server.runtime.startup_adapters import StartupAdaptersError
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
 
@@ -144,3 +148,26 @@ def test_a_unix_socket_tls_ciphers_and_the_trace_level_reach_uvicorn(tmp_path: P
     config = uvicorn_config(create_app(settings, AliasedLoraEngine, meter=NullEnergyMeter()), settings)
     assert (config.uds, config.ssl_ciphers) == (socket_path, "ECDHE-RSA-AES256-GCM-SHA384")
     assert log_level_number("trace") < log_level_number("debug")
+
+
+async def test_a_startup_adapter_that_fails_stops_startup_and_the_engine(tmp_path: Path) -> None:
+    good = write_adapter(tmp_path / "good")
+    settings = ServerSettings(lora_modules=[f"good={good}", f"gone={tmp_path / 'missing'}"])
+    stopped: list[FakeEngine] = []
+    composed = compose(settings, AliasedLoraEngine, stop_engine=stopped.append, meter=NullEnergyMeter())
+    app = composed.app
+    with pytest.raises(StartupAdaptersError, match="--allow-missing-adapters"):
+        async with app.router.lifespan_context(app):
+            pytest.fail("the app started without one of its adapters")
+    assert len(stopped) == 1
+    assert composed.lifecycle.exit_code == EXIT_STARTUP_FAILED
+
+
+async def test_allow_missing_adapters_serves_the_ones_that_loaded(tmp_path: Path) -> None:
+    good = write_adapter(tmp_path / "good")
+    settings = ServerSettings(
+        lora_modules=[f"good={good}", f"gone={tmp_path / 'missing'}"], allow_missing_adapters=True
+    )
+    async with serving(settings) as http:
+        listed = [card["id"] for card in (await http.get("/v1/models")).json()["data"]]
+    assert listed == ["fake-model", "fake-alias", "good"]

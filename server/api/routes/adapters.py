@@ -57,6 +57,7 @@ class AdapterInfo(BaseModel):
     alpha: float
     target_modules: list[str]
     size_bytes: int
+    warnings: list[str]
     state: str
     reason: str | None
     pinned: bool
@@ -85,6 +86,7 @@ def adapter_info(entry: AdapterEntry) -> AdapterInfo:
         alpha=facts.alpha,
         target_modules=list(facts.target_modules),
         size_bytes=facts.size_bytes,
+        warnings=list(facts.warnings),
         state=entry.state.value,
         reason=entry.reason,
         pinned=entry.pinned,
