@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             chat_template=chat_template,
             grammar_limits=grammar_limits,
             template_defaults=settings.default_chat_template_kwargs,
+            fingerprint=(settings.fingerprint_mode, settings.fingerprint_value),
         )
 
     try:

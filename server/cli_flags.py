@@ -135,6 +135,14 @@ OPENAI_FLAGS: list[Flag] = [
         {"type": json_object},
     ),
     Flag("--response-role", "response_role", "The role chat answers carry."),
+    Flag(
+        "--fingerprint-mode",
+        "fingerprint_mode",
+        "What answers report as system_fingerprint, as vLLM builds it: full (vLLM's version, parallelism "
+        "and config hash), hash, custom (--fingerprint-value) or none.",
+        {"choices": ["full", "hash", "custom", "none"]},
+    ),
+    Flag("--fingerprint-value", "fingerprint_value", "The system_fingerprint of --fingerprint-mode custom."),
 ]
 ADAPTER_FLAGS: list[Flag] = [
     Flag(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
 from server.request_fields import (
@@ -245,6 +245,14 @@ class Usage(BaseModel):
     service_tier: str | None = None
     energy: EnergyUsage | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_absent_details(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI's schema has prompt_tokens_details as an object, never null: absent when not counted.
+        data = handler(self)
+        if data.get("prompt_tokens_details", 0) is None:
+            del data["prompt_tokens_details"]
+        return data
+
 
 class TopLogprob(BaseModel):
     """One alternative token with its log probability."""
@@ -264,6 +272,7 @@ class ChatLogprobs(BaseModel):
     """Chat `logprobs`: one entry per generated token."""
 
     content: list[TokenLogprob]
+    refusal: list[TokenLogprob] | None = None  # required (nullable) by OpenAI's schema; never a refusal here
 
 
 class CompletionLogprobs(BaseModel):
@@ -280,6 +289,7 @@ class AssistantMessage(BaseModel):
 
     role: str = "assistant"  # --response-role may name another
     content: str | None
+    refusal: str | None = None  # required by OpenAI's schema; this server never refuses in words
 
 
 class ChatChoice(BaseModel):
@@ -289,6 +299,7 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None
+    stop_reason: int | str | None = None  # vLLM's: the stop string or token id that ended the choice
 
 
 class ChatCompletionResponse(BaseModel):
@@ -299,6 +310,7 @@ class ChatCompletionResponse(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     service_tier: str | None = None
+    system_fingerprint: str | None = None
     choices: list[ChatChoice]
     usage: Usage
 
@@ -309,6 +321,14 @@ class ChatDelta(BaseModel):
     role: str | None = None
     content: str | None = None
 
+    @model_serializer(mode="wrap")
+    def _omit_unset_role(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only a choice's first chunk names the role; OpenAI's schema has no null role, so others omit it.
+        data = handler(self)
+        if data.get("role", "") is None:
+            del data["role"]
+        return data
+
 
 class ChatChunkChoice(BaseModel):
     """One choice of a streamed chat chunk."""
@@ -317,6 +337,7 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -327,6 +348,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     service_tier: str | None = None
+    system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
@@ -338,6 +360,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
+    stop_reason: int | str | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -348,6 +371,7 @@ class CompletionResponse(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     service_tier: str | None = None
+    system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: Usage | None = None
 

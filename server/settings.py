@@ -111,6 +111,8 @@ class ServerSettings(BaseSettings):
     chat_template: str | None = None
     default_chat_template_kwargs: dict[str, Any] | None = None
     response_role: str = "assistant"
+    fingerprint_mode: Literal["full", "hash", "custom", "none"] = "full"
+    fingerprint_value: str | None = None
     enable_prompt_tokens_details: bool = False
     force_include_usage: bool = False
     allowed_origins: list[str] = Field(default_factory=list)

@@ -119,12 +119,8 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     _accepted("--log-error-stack", "errors wattserve does not expect are always logged with their stack"),
     _unsupported("--tokens-only", "wattserve serves the OpenAI API, not vLLM's tokens-in/tokens-out one"),
     _unsupported("--enable-scale-out", f"vLLM's scale-out routes: {NOT_SERVED}"),
-    _accepted(
-        "--fingerprint-mode",
-        "answers carry no system_fingerprint: only `none` is accepted",
-        only=("none",),
-    ),
-    _unsupported("--fingerprint-value", "answers carry no system_fingerprint"),
+    _same("--fingerprint-mode", "fingerprint_mode", "what answers report as system_fingerprint"),
+    _same("--fingerprint-value", "fingerprint_value", "the system_fingerprint of the custom mode"),
     # The HTTP server.
     _same("--host", "host", "the address to listen on (wattserve's default: 127.0.0.1)"),
     _same("--port", "port", "the port to listen on"),

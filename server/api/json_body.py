@@ -36,6 +36,9 @@ def dump_in_pieces(model: BaseModel) -> bytes:
 
 def _pieces(model: BaseModel) -> Iterator[bytes]:
     cls = type(model)
+    if cls.__pydantic_decorators__.model_serializers:  # it shapes its own JSON (small ones: usage, deltas)
+        yield model.model_dump_json().encode()
+        return
     yield b"{"
     for index, name in enumerate(cls.model_fields):
         yield b"%s%s:" % (b"," if index else b"", json.dumps(name).encode())

@@ -24,7 +24,7 @@ from server.api.connection import FLOW_EXTENSION
 from server.api.disconnect import unless_disconnected
 from server.api.json_body import serialize
 from server.api.sse import DONE, sse_event
-from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
 from server.observability.metrics import Status
 from server.protocol import EnergyUsage, PromptTokensDetails, Usage
@@ -48,6 +48,7 @@ class ChoiceResult:
     token_count: int = 0
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
+    stop_reason: int | str | None = None
 
 
 @dataclass
@@ -59,19 +60,21 @@ class GenerationResult:
 
 
 class RunningUsage:
-    """Usage so far, per prompt, for the chunks of a stream that asked for `continuous_usage_stats`.
+    """Usage so far, per choice, for the chunks of a stream that asked for `continuous_usage_stats`.
 
-    As vLLM reports it: the prompt's tokens and what its choices generated up to this chunk.
+    As vLLM reports it: the choice's prompt tokens and what that choice generated up to this chunk.
     """
 
-    def __init__(self, prompt_count: int) -> None:
-        self._generated = [0] * prompt_count
+    def __init__(self, choice_count: int) -> None:
+        self._generated = [0] * choice_count
 
-    def after(self, prompt_index: int, step: GenerationStep) -> Usage:
-        """The usage after `step`; call it for every step, chunk or not, so the count stays whole."""
-        self._generated[prompt_index] += step.token_count
-        generated, prompt = self._generated[prompt_index], step.prompt_token_count
-        return Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated)
+    def after(self, choice_index: int, prompt_tokens: int, delta: ChoiceDelta) -> Usage:
+        """The usage after `delta`; call it for every delta, chunk or not, so the count stays whole."""
+        self._generated[choice_index] += delta.token_count
+        generated = self._generated[choice_index]
+        return Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=generated, total_tokens=prompt_tokens + generated
+        )
 
 
 class ResponseFormat(Protocol):
@@ -203,7 +206,8 @@ async def collect(steps: AsyncIterator[Step], choice_count: int, n: int) -> Gene
             choice.token_count += delta.token_count
             if delta.logprobs is not None:
                 choice.logprobs = (choice.logprobs or []) + delta.logprobs
-            choice.finish_reason = delta.finish_reason or choice.finish_reason
+            if delta.finish_reason is not None:
+                choice.finish_reason, choice.stop_reason = delta.finish_reason, delta.stop_reason
     return GenerationResult(choices, prompt_logprobs)
 
 

@@ -45,6 +45,7 @@ class EngineClient(Generator, Protocol):
     max_num_seqs: int
     model_path: str
     supports_prompt_logprobs: bool
+    system_fingerprint: str | None  # answers' `system_fingerprint`, as vLLM's --fingerprint-mode builds it
 
     @property
     def is_dead(self) -> bool:

@@ -72,6 +72,8 @@ class ChoiceDelta:
     token_count: int
     logprobs: list[TokenLogprob] | None
     finish_reason: str | None  # "stop", "length" or "abort" once finished
+    # What stopped it, as vLLM reports it: the stop string or token id; None for EOS or the length limit.
+    stop_reason: int | str | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.config import VllmConfig
+from vllm.entrypoints.serve.utils.fingerprint import FingerprintMode, build_system_fingerprint
 from vllm.exceptions import VLLMValidationError
 from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
@@ -24,8 +25,9 @@ from adapters.types import AdapterRef
 from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
 from server.engine.grammar_gate import GrammarGate, GrammarLimits
 from server.engine.grammar_setup import open_grammar_gate
+from server.engine.outputs import generation_step, queue_seconds, token_logprob
 from server.engine.step_relay import StepRelay
-from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,10 @@ class VllmEngine:
         grammar_gate: GrammarGate | None = None,
         *,
         template_defaults: dict[str, Any] | None = None,
+        system_fingerprint: str | None = None,
     ) -> None:
         self._llm = llm
+        self.system_fingerprint = system_fingerprint
         self._grammar_gate = grammar_gate  # None: schemas go to the engine's compile unchecked
         self._chat_template = chat_template  # None: the tokenizer's own
         self._template_defaults = template_defaults  # --default-chat-template-kwargs: a request's win
@@ -109,6 +113,7 @@ class VllmEngine:
         chat_template: str | None = None,
         grammar_limits: GrammarLimits | None = None,
         template_defaults: dict[str, Any] | None = None,
+        fingerprint: tuple[FingerprintMode, str | None] = ("full", None),
     ) -> VllmEngine:
         """Create the engine (spawns vLLM's engine-core process and loads the model).
 
@@ -117,6 +122,7 @@ class VllmEngine:
             chat_template: A Jinja chat template to use instead of the tokenizer's own.
             grammar_limits: How `check_grammar` bounds compiles (None: it checks nothing).
             template_defaults: Chat template variables every render gets unless the request sets them.
+            fingerprint: vLLM's --fingerprint-mode and --fingerprint-value, for `system_fingerprint`.
 
         Returns:
             The running engine.
@@ -144,7 +150,15 @@ class VllmEngine:
         gate = None
         if grammar_limits is not None:
             gate = open_grammar_gate(llm.vllm_config, llm.get_tokenizer(), grammar_limits)
-        return cls(llm, names, steps, chat_template, gate, template_defaults=template_defaults)
+        return cls(
+            llm,
+            names,
+            steps,
+            chat_template,
+            gate,
+            template_defaults=template_defaults,
+            system_fingerprint=build_system_fingerprint(llm.vllm_config, *fingerprint),
+        )
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
@@ -278,18 +292,10 @@ class VllmEngine:
             async for output in self._llm.generate(
                 prompt.engine_input, params, request_id, lora_request=lora, priority=priority
             ):
-                choices = output.outputs
-                if top_k is None and len(choices) == 1:  # the common case: one choice, no logprobs
-                    choice = choices[0]
-                    count = len(choice.token_ids)
-                    deltas = [ChoiceDelta(choice.index, choice.text, count, None, choice.finish_reason)]
-                else:
-                    deltas = [_choice_delta(choice, top_k) for choice in choices]
-                    count = sum(delta.token_count for delta in deltas)
-                step = GenerationStep(prompt_tokens, deltas, output.finished, count)
+                step = generation_step(output, prompt_tokens, top_k)
                 if first:
                     first = False
-                    step.queue_s = _queue_seconds(output)
+                    step.queue_s = queue_seconds(output)
                     step.cached_tokens = output.num_cached_tokens
                     step.prompt_logprobs = self._prompt_logprobs(output, spec.prompt_logprobs)
                 yield step
@@ -301,7 +307,7 @@ class VllmEngine:
         # Nothing predicts the first prompt token, so vLLM has no entry (and no decoded text) for it.
         first = TokenLogprob(self._llm.get_tokenizer().decode(token_ids[:1]), None, [])
         return [first] + [
-            _token_logprob(token_id, entry, top_k)
+            token_logprob(token_id, entry, top_k)
             for token_id, entry in zip(token_ids[1:], output.prompt_logprobs[1:], strict=False)
         ]
 
@@ -363,36 +369,6 @@ class VllmEngine:
         self._llm.shutdown()
 
 
-def _queue_seconds(output: Any) -> float | None:
-    stats = getattr(output, "metrics", None)
-    if stats is None or not getattr(stats, "scheduled_ts", 0) or not getattr(stats, "queued_ts", 0):
-        return None
-    return max(0.0, stats.scheduled_ts - stats.queued_ts)
-
-
 def _lora_request(ref: AdapterRef) -> LoRARequest:
     # One vLLM name per version: vLLM keys prefix-cache blocks and LoRARequest equality on the name.
     return LoRARequest(ref.engine_name, ref.adapter_id, str(ref.path))
-
-
-def _token_logprob(token_id: int, entry: dict[int, Any], top_k: int) -> TokenLogprob:
-    chosen = entry[token_id]
-    ranked = sorted(entry.values(), key=lambda item: item.rank if item.rank is not None else 0)
-    top = [(item.decoded_token or "", float(item.logprob)) for item in ranked[:top_k]]
-    return TokenLogprob(chosen.decoded_token or "", float(chosen.logprob), top)
-
-
-def _choice_delta(choice: Any, top_k: int | None) -> ChoiceDelta:
-    logprobs = None
-    if top_k is not None and choice.logprobs is not None:
-        logprobs = [
-            _token_logprob(token_id, entry, top_k)
-            for token_id, entry in zip(choice.token_ids, choice.logprobs, strict=False)
-        ]
-    return ChoiceDelta(
-        index=choice.index,
-        text=choice.text,
-        token_count=len(choice.token_ids),
-        logprobs=logprobs,
-        finish_reason=choice.finish_reason,
-    )

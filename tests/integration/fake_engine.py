@@ -21,6 +21,7 @@ class FakeEngine:
     max_model_len = 64
     max_num_seqs = 8
     model_path = "/models/fake"
+    system_fingerprint: str | None = "fake-fingerprint"
     supports_prompt_logprobs = True
     lora_enabled = False
     max_lora_rank = 0

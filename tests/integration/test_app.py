@@ -63,7 +63,6 @@ async def test_chat_sse_frames_role_content_finish_usage_and_done(http: httpx.As
         "prompt_tokens": 4,
         "completion_tokens": 3,
         "total_tokens": 7,
-        "prompt_tokens_details": None,
         "service_tier": "default",
         "energy": None,
     }
@@ -87,7 +86,6 @@ async def test_completion_prompts_are_merged_by_index(http: httpx.AsyncClient) -
         "prompt_tokens": 3,
         "completion_tokens": 8,
         "total_tokens": 11,
-        "prompt_tokens_details": None,
         "service_tier": "default",
         "energy": None,
     }

@@ -13,7 +13,7 @@ from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
-from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -53,18 +53,27 @@ def chat_logprobs(entries: list[TokenLogprob] | None) -> ChatLogprobs | None:
 
 
 class ChatFormat:
-    """Chat completion chunks and bodies for one request."""
+    """Chat completion chunks and bodies for one request, shaped as vLLM's: one choice per chunk."""
 
-    def __init__(self, body: ChatCompletionRequest, request_id: str, answers: AnswerOptions) -> None:
+    def __init__(
+        self,
+        body: ChatCompletionRequest,
+        request_id: str,
+        prompt_tokens: int,
+        answers: AnswerOptions,
+        system_fingerprint: str | None,
+    ) -> None:
         self._body = body
         self._request_id = request_id
+        self._prompt_tokens = prompt_tokens
         self._role = answers.response_role
+        self._fingerprint = system_fingerprint
         self._created = int(time.time())
         self._content: dict[int, EventTemplate] = {}
         # Forced usage is vLLM's include_usage and continuous_usage_stats both on, whatever the request says.
         self._include_usage = answers.force_include_usage or body.include_usage
         continuous = answers.force_include_usage or body.continuous_usage
-        self._running = RunningUsage(1) if continuous else None
+        self._running = RunningUsage(body.n) if continuous else None
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -72,25 +81,36 @@ class ChatFormat:
             created=self._created,
             model=self._body.model,
             service_tier=self._body.tier.name,
+            system_fingerprint=self._fingerprint,
             choices=choices,
             usage=usage,
         )
 
     def stream_head(self) -> bytes:
-        """The role chunk of every choice."""
-        roles = [
-            ChatChunkChoice(index=i, delta=ChatDelta(role=self._role, content=""))
+        """The role chunk of each choice; with continuous usage, the prompt's tokens and none generated."""
+        usage = None
+        if self._running is not None:
+            prompt = self._prompt_tokens
+            usage = Usage(prompt_tokens=prompt, completion_tokens=0, total_tokens=prompt)
+        return b"".join(
+            sse_event(
+                self._chunk([ChatChunkChoice(index=i, delta=ChatDelta(role=self._role, content=""))], usage)
+            )
             for i in range(self._body.n)
-        ]
-        return sse_event(self._chunk(roles))
+        )
 
     def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
-        """One chunk for the step; text-only deltas take the pre-serialised path."""
+        """A chunk per choice that advanced; text-only deltas take the pre-serialised path."""
         deltas = step.deltas
-        usage = None if self._running is None else self._running.after(prompt_index, step)
-        plain = len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None
-        if plain and usage is None:
-            delta = deltas[0]
+        if len(deltas) == 1:
+            return self._choice_event(deltas[0])
+        return b"".join(self._choice_event(delta) for delta in deltas)
+
+    def _choice_event(self, delta: ChoiceDelta) -> bytes:
+        usage = None
+        if self._running is not None:
+            usage = self._running.after(delta.index, self._prompt_tokens, delta)
+        elif delta.logprobs is None and delta.finish_reason is None:
             if not delta.text:
                 return b""
             template = self._content.get(delta.index)
@@ -98,19 +118,17 @@ class ChatFormat:
                 choice = ChatChunkChoice(index=delta.index, delta=ChatDelta(content=HOLE))
                 template = self._content[delta.index] = EventTemplate(self._chunk([choice]))
             return template.fill(delta.text)
-        choices = []
-        for delta in deltas:
-            finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-            if delta.text or finish or delta.logprobs:
-                choices.append(
-                    ChatChunkChoice(
-                        index=delta.index,
-                        delta=ChatDelta(content=delta.text),
-                        logprobs=chat_logprobs(delta.logprobs),
-                        finish_reason=finish,
-                    )
-                )
-        return sse_event(self._chunk(choices, usage)) if choices else b""
+        finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
+        if not (delta.text or finish or delta.logprobs):
+            return b""
+        choice = ChatChunkChoice(
+            index=delta.index,
+            delta=ChatDelta(content=delta.text),
+            logprobs=chat_logprobs(delta.logprobs),
+            finish_reason=finish,
+            stop_reason=delta.stop_reason if finish else None,
+        )
+        return sse_event(self._chunk([choice], usage))
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
@@ -122,12 +140,14 @@ class ChatFormat:
             id=self._request_id,
             model=self._body.model,
             service_tier=self._body.tier.name,
+            system_fingerprint=self._fingerprint,
             choices=[
                 ChatChoice(
                     index=choice.index,
                     message=AssistantMessage(role=self._role, content=choice.text),
                     logprobs=chat_logprobs(choice.logprobs),
                     finish_reason=choice.finish_reason,
+                    stop_reason=choice.stop_reason,
                 )
                 for choice in result.choices
             ],
@@ -163,7 +183,9 @@ async def create_chat_completion(
         scope,
         request,
         prepare,
-        lambda request_id, _prompts: ChatFormat(body, request_id, state.answers),
+        lambda request_id, prompts: ChatFormat(
+            body, request_id, len(prompts[0].token_ids), state.answers, serving.engine.system_fingerprint
+        ),
         prefix="chatcmpl",
         stream=body.stream,
     )

@@ -13,7 +13,7 @@ from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.api.state import AppState, Serving, get_serving, get_state
-from server.engine.types import GenerationStep, PreparedPrompt, TokenLogprob
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, TokenLogprob
 from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
 from server.serving.prepare import prepare_completion
 
@@ -33,7 +33,10 @@ def completion_logprobs(entries: list[TokenLogprob], text_offset: int) -> Comple
 
 
 class CompletionFormat:
-    """Completion chunks and bodies for one request (choice index = prompt index × n + choice)."""
+    """Completion chunks and bodies for one request, shaped as vLLM's: one choice per chunk.
+
+    A choice's index is its prompt's index × n + its index among the prompt's n.
+    """
 
     def __init__(
         self,
@@ -42,9 +45,11 @@ class CompletionFormat:
         prompts: list[PreparedPrompt],
         *,
         force_usage: bool = False,
+        system_fingerprint: str | None = None,
     ) -> None:
         self._body = body
         self._request_id = request_id
+        self._fingerprint = system_fingerprint
         self._created = int(time.time())
         self._echo_texts = [prompt.text or "" for prompt in prompts]
         choices = len(prompts) * body.n
@@ -54,7 +59,7 @@ class CompletionFormat:
         # Forced usage is vLLM's include_usage and continuous_usage_stats both on, whatever the request says.
         self._include_usage = force_usage or body.include_usage
         continuous = force_usage or body.continuous_usage
-        self._running = RunningUsage(len(prompts)) if continuous else None
+        self._running = RunningUsage(choices) if continuous else None
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
         return CompletionResponse(
@@ -62,6 +67,7 @@ class CompletionFormat:
             created=self._created,
             model=self._body.model,
             service_tier=self._body.tier.name,
+            system_fingerprint=self._fingerprint,
             choices=choices,
             usage=usage,
         )
@@ -71,38 +77,44 @@ class CompletionFormat:
         return b""
 
     def stream_step(self, prompt_index: int, step: GenerationStep) -> bytes:
-        """One chunk for the step; text-only deltas after any echo take the pre-serialised path."""
-        deltas, n = step.deltas, self._body.n
-        usage = None if self._running is None else self._running.after(prompt_index, step)
-        plain = len(deltas) == 1 and deltas[0].logprobs is None and deltas[0].finish_reason is None
-        if plain and usage is None:
-            delta = deltas[0]
-            index = prompt_index * n + delta.index
-            if self._echoed[index]:
-                if not delta.text:
-                    return b""
-                template = self._content.get(index)
-                if template is None:
-                    choice = CompletionChoice(index=index, text=HOLE, finish_reason=None)
-                    template = self._content[index] = EventTemplate(self._chunk([choice]))
-                return template.fill(delta.text)
-        choices = []
-        for delta in deltas:
-            index = prompt_index * n + delta.index
-            text, entries = delta.text, delta.logprobs
-            if not self._echoed[index]:
-                self._echoed[index] = True
-                text = self._echo_texts[prompt_index] + text
-                if entries is not None and step.prompt_logprobs is not None:
-                    entries = step.prompt_logprobs + entries
-            logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
-            self._offsets[index] += len(text)
-            finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-            if text or finish or logprobs:
-                choices.append(
-                    CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)
-                )
-        return sse_event(self._chunk(choices, usage)) if choices else b""
+        """A chunk per choice that advanced; text-only deltas after any echo take the pre-serialised path."""
+        deltas = step.deltas
+        if len(deltas) == 1:
+            return self._choice_event(prompt_index, step, deltas[0])
+        return b"".join(self._choice_event(prompt_index, step, delta) for delta in deltas)
+
+    def _choice_event(self, prompt_index: int, step: GenerationStep, delta: ChoiceDelta) -> bytes:
+        index = prompt_index * self._body.n + delta.index
+        usage = None
+        if self._running is not None:
+            usage = self._running.after(index, step.prompt_token_count, delta)
+        elif delta.logprobs is None and delta.finish_reason is None and self._echoed[index]:
+            if not delta.text:
+                return b""
+            template = self._content.get(index)
+            if template is None:
+                choice = CompletionChoice(index=index, text=HOLE, finish_reason=None)
+                template = self._content[index] = EventTemplate(self._chunk([choice]))
+            return template.fill(delta.text)
+        text, entries = delta.text, delta.logprobs
+        if not self._echoed[index]:
+            self._echoed[index] = True
+            text = self._echo_texts[prompt_index] + text
+            if entries is not None and step.prompt_logprobs is not None:
+                entries = step.prompt_logprobs + entries
+        logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
+        self._offsets[index] += len(text)
+        finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
+        if not (text or finish or logprobs):
+            return b""
+        choice = CompletionChoice(
+            index=index,
+            text=text,
+            logprobs=logprobs,
+            finish_reason=finish,
+            stop_reason=delta.stop_reason if finish else None,
+        )
+        return sse_event(self._chunk([choice], usage))
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
@@ -122,13 +134,18 @@ class CompletionFormat:
             logprobs = None if logprob_entries is None else completion_logprobs(logprob_entries, 0)
             choices.append(
                 CompletionChoice(
-                    index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
+                    index=choice.index,
+                    text=text,
+                    logprobs=logprobs,
+                    finish_reason=choice.finish_reason,
+                    stop_reason=choice.stop_reason,
                 )
             )
         return CompletionResponse(
             id=self._request_id,
             model=self._body.model,
             service_tier=self._body.tier.name,
+            system_fingerprint=self._fingerprint,
             choices=choices,
             usage=usage,
         )
@@ -155,7 +172,11 @@ async def create_completion(
         request,
         lambda: prepare_completion(serving.engine, body, intake.limits),
         lambda request_id, prompts: CompletionFormat(
-            body, request_id, prompts, force_usage=state.answers.force_include_usage
+            body,
+            request_id,
+            prompts,
+            force_usage=state.answers.force_include_usage,
+            system_fingerprint=serving.engine.system_fingerprint,
         ),
         prefix="cmpl",
         stream=body.stream,
