@@ -4,6 +4,10 @@ Invariants:
 - `running` counts tickets handed out and not yet released; it never exceeds `max_running`.
 - A queued request is woken only with a ticket already counted for it, so a slot is never lost between
   the release that frees it and the waiter that takes it; a waiter that went away hands its ticket on.
+- `queued` counts the waiters in the queue: each is counted out exactly once, by whichever comes first of
+  the release that pops it and its own departure (a waiter can be popped after its task was cancelled
+  and before that task runs again). One counted twice or never would leave a phantom in the queue, and
+  every later request would queue behind it with nothing running to let it out.
 - The queue never holds more than `max_queued` requests; one more is refused at once, never parked.
 - Order: by the tier's admission rank (`server.tiers`), then by arrival. A flex request released from its
   lane keeps its arrival time, so it goes ahead of default requests that came after it and is never
@@ -74,6 +78,7 @@ class _Waiter:
     arrival_s: float
     sequence: int
     future: asyncio.Future[Ticket] = field(compare=False)
+    counted: bool = field(default=True, compare=False)  # still in `_waiting`; whoever takes it out clears it
 
 
 class AdmissionController:
@@ -133,12 +138,16 @@ class AdmissionController:
             return await waiter.future
         except asyncio.CancelledError:
             # Gone while queued (client disconnect): leave the queue, or pass on a slot already given.
-            if waiter.future.done() and not waiter.future.cancelled():
-                waiter.future.result().release()
-            elif waiter in self._queue:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().release()
+            elif waiter.counted:
+                # Still queued. (A release may already have popped it, between the cancellation and now:
+                # then it was counted out there.)
+                waiter.counted = False
+                self._waiting -= 1
                 self._queue.remove(waiter)
                 heapq.heapify(self._queue)
-                self._waiting -= 1
             raise
 
     def close(self) -> None:
@@ -146,6 +155,7 @@ class AdmissionController:
         self.closed = True
         self._release_gathered()
         for waiter in self._queue:
+            waiter.counted = False
             if not waiter.future.done():
                 waiter.future.set_exception(EngineUnavailableError(CLOSED))
         self._queue.clear()
@@ -204,9 +214,10 @@ class AdmissionController:
     def _admit_queued(self) -> None:
         while self._queue and self.running < self.max_running and not self.closed:
             waiter = heapq.heappop(self._queue)
-            if waiter.future.done():  # cancelled while queued
-                continue
+            waiter.counted = False
             self._waiting -= 1
+            if waiter.future.done():  # cancelled, its task not told yet: it finds itself counted out
+                continue
             self.running += 1
             waiter.future.set_result(Ticket(self, time.monotonic() - waiter.arrival_s))
 

@@ -61,6 +61,22 @@ async def test_a_waiter_that_leaves_frees_its_place_and_a_given_slot_is_passed_o
     assert (admission.running, admission.queued) == (0, 0)
 
 
+async def test_a_waiter_that_leaves_as_its_slot_frees_is_counted_out_once() -> None:
+    # The disconnect cancels the waiter's task; before that task runs again, a release pops the waiter.
+    # The place must still be counted out: a phantom queued request would send every later one into
+    # the queue with nothing running to let it out.
+    admission = AdmissionController(max_running=1, max_queued=2)
+    held = await admission.admit(DEFAULT)
+    leaving = asyncio.create_task(admission.admit(DEFAULT))
+    await until(lambda: admission.queued == 1, "one queued")
+    leaving.cancel()
+    held.release()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert (admission.running, admission.queued) == (0, 0)
+    (await asyncio.wait_for(admission.admit(DEFAULT), timeout=10)).release()
+
+
 async def test_close_answers_queued_and_new_requests_503() -> None:
     admission = AdmissionController(max_running=1, max_queued=2)
     await admission.admit(DEFAULT)
