@@ -14,6 +14,9 @@ import httpx
 import openai
 import pytest
 
+from loadtest.processes import start_server, stop_server
+from server.default_model import ensure_default_model
+from server.engine import plugin_gate, spin_tail
 from tests.e2e.adapter_files import copy_adapter
 from tests.waiting import wait_until
 
@@ -170,3 +173,47 @@ def versions(lora_server: Server) -> dict[str, Path]:
         "v2": copy_adapter(demo_dir(lora_server, "demo-beta"), root / "v2"),
         "v3": copy_adapter(demo_dir(lora_server, "demo-alpha"), root / "v3", scale=-1.0),
     }
+
+
+# vLLM's own OpenAI server on the embedded model, started once per session for the modules that compare
+# against it (plugin isolation, side-by-side answers), with the engine flags of the plain test server, so
+# the same request gets the same tokens from both. Two settings serve the plugin-isolation test and change
+# nothing else: vLLM logs at debug level (it names the plugins it loads only there), and a wattserve
+# busy-wait setting is left in its environment, which must not reach a vLLM that is not wattserve's.
+STRAY_SPIN_S = "0.02"
+
+
+@dataclass(frozen=True)
+class VllmReference:
+    """vLLM's server under comparison: where it answers, and its log."""
+
+    base_url: str
+    log_path: Path
+
+    def http(self) -> httpx.Client:
+        """A plain HTTP client (vLLM's server runs without a key)."""
+        return httpx.Client(base_url=self.base_url, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def vllm_reference(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmReference]:
+    """vLLM's server, once it has answered one completion."""
+    model_dir = ensure_default_model(server.cache_dir).model_dir  # built by the wattserve fixtures already
+    log_path = tmp_path_factory.mktemp("vllm-serve") / "vllm.log"
+    env = {
+        **{name: value for name, value in os.environ.items() if name != plugin_gate.ENV},
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_LOGGING_LEVEL": "DEBUG",
+        spin_tail.ENV: STRAY_SPIN_S,
+    }
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
+    command += ["--served-model-name", MODEL, "--dtype", "float32", *ENGINE_FLAGS]
+    command += ["--enable-prompt-tokens-details"]  # as the plain test server has it
+    process, url = start_server(command, log_path, env=env, timeout_s=STARTUP_TIMEOUT_S)
+    try:
+        body = {"model": MODEL, "prompt": "hello", "max_tokens": 4}
+        response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        yield VllmReference(url, log_path)
+    finally:
+        stop_server(process)

@@ -111,7 +111,7 @@ class ChatFormat:
         if self._running is not None:
             usage = self._running.after(delta.index, self._prompt_tokens, delta)
         elif delta.logprobs is None and delta.finish_reason is None:
-            if not delta.text:
+            if not delta.text and not delta.token_count:
                 return b""
             template = self._content.get(delta.index)
             if template is None:
@@ -119,7 +119,7 @@ class ChatFormat:
                 template = self._content[delta.index] = EventTemplate(self._chunk([choice]))
             return template.fill(delta.text)
         finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-        if not (delta.text or finish or delta.logprobs):
+        if not (delta.text or delta.token_count or finish or delta.logprobs):
             return b""
         choice = ChatChunkChoice(
             index=delta.index,

@@ -89,7 +89,7 @@ class CompletionFormat:
         if self._running is not None:
             usage = self._running.after(index, step.prompt_token_count, delta)
         elif delta.logprobs is None and delta.finish_reason is None and self._echoed[index]:
-            if not delta.text:
+            if not delta.text and not delta.token_count:
                 return b""
             template = self._content.get(index)
             if template is None:
@@ -105,7 +105,7 @@ class CompletionFormat:
         logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
         self._offsets[index] += len(text)
         finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-        if not (text or finish or logprobs):
+        if not (text or delta.token_count or finish or logprobs):
             return b""
         choice = CompletionChoice(
             index=index,
