@@ -98,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     lifecycle = composed.lifecycle
     server = DrainingServer(config, on_signal=lifecycle.on_signal)
     lifecycle.bind_server(lambda: setattr(server, "should_exit", True))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn exits 3 when the app fails to start, the status this server gives engine death; a
+        # failure the composition root names (startup adapters) ends with its own status instead.
+        if not lifecycle.exit_code:
+            raise
     return lifecycle.exit_code
 
 

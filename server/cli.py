@@ -8,6 +8,7 @@ the defaults.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from server.cli_flags import FLAG_GROUPS, GROUP_TITLES, Flag
@@ -94,18 +95,42 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
     return rest[:insert] + from_file + rest[insert:]
 
 
+NO_MODEL = "\x00no-model"  # no model name can be this
+
+
 def parse_command_line(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `wattserve ...`; the positional model and `--model` end up in `args.model`."""
     parser = build_parser()
     argv = expand_config(parser, list(sys.argv[1:] if argv is None else argv))
+    argv, stand_in = _stand_in_for_the_model(argv)
     try:
         args = parser.parse_args(argv)
     except ValueError as err:  # vLLM's parser reports some usage errors this way
         parser.error(str(err))
     check_vllm_flags(args, args.vllm_flags)
+    if stand_in and args.model_tag == NO_MODEL:
+        args.model_tag = None
     if args.model_tag is not None:
         args.model = args.model_tag
     return args
+
+
+def _stand_in_for_the_model(argv: list[str]) -> tuple[list[str], bool]:
+    """Give `serve` a stand-in positional model where none is named and aliases are.
+
+    vLLM's parser refuses `serve --served-model-name a` without a positional model, since vLLM always
+    needs one; wattserve serves its embedded model then, so the aliases name that one.
+    """
+    names_given = any(re.match(r"^--served[-_]model[-_]name(=.+|$)", arg) for arg in argv)
+    model_given = any(re.match(r"^--model(=.+|$)", arg) for arg in argv)
+    if (
+        argv[:1] != ["serve"]
+        or not names_given
+        or model_given
+        or (len(argv) > 1 and not argv[1].startswith("-"))
+    ):
+        return argv, False
+    return ["serve", NO_MODEL, *argv[1:]], True
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:

@@ -140,3 +140,18 @@ def test_an_accepted_flag_with_another_value_is_refused_and_its_default_form_pas
     harmless = ["-asc", "1", "--no-tokens-only", "--disable-log-requests", "--max-log-len", "9"]
     args = parse_command_line(["serve", "some/model", *harmless])
     assert args.model == "some/model"
+
+
+@pytest.mark.parametrize(
+    ("argv", "model"),
+    [
+        (["serve", "--served-model-name", "tiny", "tiny-alias"], None),
+        (["serve", "--port", "9000", "--served-model-name", "tiny", "tiny-alias"], None),
+        (["serve", "org/llama", "--served-model-name", "tiny", "tiny-alias"], "org/llama"),
+        (["serve", "--model", "org/llama", "--served-model-name", "tiny", "tiny-alias"], "org/llama"),
+    ],
+)
+def test_aliases_without_a_model_name_the_embedded_one(argv: list[str], model: str | None) -> None:
+    # vLLM's parser refuses aliases without a positional model; wattserve then serves its embedded model.
+    args = parse_command_line(argv)
+    assert (args.model, args.served_model_name) == (model, ["tiny", "tiny-alias"])
