@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from server.protocol import ErrorDetail, ErrorResponse
+from server.answers import ErrorDetail, ErrorResponse
 from server.unencodable import printable
 
 

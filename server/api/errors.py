@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterCapacityError, AdapterError, AdapterNotFoundError, AdapterValidationError
+from server.answers import ErrorResponse
 from server.errors import PayloadTooLargeError, ServerError, error_body, server_error_body
-from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS, ErrorResponse
+from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS
 from server.request_fields import CODED_ERRORS as CODED_FIELD_ERRORS
 from server.unencodable import INVALID_ENCODING
 

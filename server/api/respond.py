@@ -20,6 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
+from server.answers import EnergyUsage, PromptTokensDetails, Usage
 from server.api.connection import FLOW_EXTENSION
 from server.api.disconnect import unless_disconnected
 from server.api.json_body import serialize
@@ -27,7 +28,6 @@ from server.api.sse import DONE, sse_event
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
 from server.errors import EngineUnavailableError, InvalidRequestError, ServerError, server_error_body
 from server.observability.metrics import Status
-from server.protocol import EnergyUsage, PromptTokensDetails, Usage
 from server.serving.scope import EnergyFigures, RequestScope
 
 logger = logging.getLogger(__name__)

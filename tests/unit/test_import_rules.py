@@ -26,6 +26,7 @@ SERVER_LAYERS = {
     "server.unencodable": 0,
     "server.request_fields": 0,
     "server.protocol": 1,
+    "server.answers": 1,
     "server.errors": 2,
     "server.engine": 3,
     "server.energy": 3,

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from server.api.json_body import LARGE_BODY_BYTES, PIECE_ITEMS, dump_in_pieces, serialize
-from server.protocol import (
+from server.answers import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionResponse,
@@ -20,6 +19,7 @@ from server.protocol import (
     TopLogprob,
     Usage,
 )
+from server.api.json_body import LARGE_BODY_BYTES, PIECE_ITEMS, dump_in_pieces, serialize
 
 USAGE = Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5, service_tier="default")
 

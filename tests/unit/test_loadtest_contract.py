@@ -22,12 +22,12 @@ from loadtest.client import Outcome, StreamingClient
 from loadtest.scrape import parse_metrics
 from loadtest.sse import SseParser
 from loadtest.workload import RequestSpec
+from server.answers import ChatChunkChoice, ChatCompletionChunk, ChatDelta, EnergyUsage, Usage
 from server.api.sse import DONE, sse_event
 from server.energy.ledger import EnergyWindow, Share
 from server.errors import EngineUnavailableError, server_error_body
 from server.observability.metrics import BASE_LABEL, ServerMetrics
 from server.outcome import RequestRecord, Status
-from server.protocol import ChatChunkChoice, ChatCompletionChunk, ChatDelta, EnergyUsage, Usage
 
 # The labels each harness name relies on (scrape.py's comments), beside the name.
 LABELS = {

@@ -8,25 +8,25 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from server.api.disconnect import unless_disconnected
-from server.api.errors import documented_errors
-from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
-from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
-from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
-from server.protocol import (
+from server.answers import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
     ChatLogprobs,
     TopLogprob,
     Usage,
 )
-from server.protocol import TokenLogprob as WireTokenLogprob
+from server.answers import TokenLogprob as WireTokenLogprob
+from server.api.disconnect import unless_disconnected
+from server.api.errors import documented_errors
+from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
+from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
+from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
+from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
+from server.protocol import ChatCompletionRequest
 from server.serving.prepare import prepare_chat
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))

@@ -8,13 +8,14 @@ from functools import partial
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from server.answers import CompletionChoice, CompletionLogprobs, CompletionResponse, Usage
 from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
 from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
 from server.api.state import AppState, Serving, get_serving, get_state
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, TokenLogprob
-from server.protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Usage
+from server.protocol import CompletionRequest
 from server.serving.prepare import prepare_completion
 
 router = APIRouter(responses=documented_errors(400, 401, 404, 413, 429, 503))

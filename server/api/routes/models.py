@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from server.answers import ModelCard, ModelList
 from server.api.errors import documented_errors
 from server.api.state import AppState, Serving, get_serving, get_state
 from server.errors import ModelNotFoundError
-from server.protocol import ModelCard, ModelList
 
 router = APIRouter(responses=documented_errors(401, 503))
 

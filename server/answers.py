@@ -1,0 +1,206 @@
+"""Pydantic wire models of what the server answers: OpenAI's bodies, chunks, usage, model cards, errors.
+
+Usage carries energy where the server meters it. The requests' models are in `server.protocol`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+
+class EnergyUsage(BaseModel):
+    """The energy of one response; `source` says how it was obtained ("estimated" is not a measurement).
+
+    `joules` is the response's full share of the metered energy (its part of the idle floor while it ran,
+    plus what its work added); `dynamic_joules` is only what its work added above the floor.
+    """
+
+    joules: float
+    dynamic_joules: float
+    joules_per_output_token: float | None
+    co2e_grams: float
+    source: str
+
+
+class PromptTokensDetails(BaseModel):
+    """`usage.prompt_tokens_details`: prompt tokens the prefix cache served."""
+
+    cached_tokens: int
+
+
+class Usage(BaseModel):
+    """Token counts (and energy, when metered) of one response, and the tier that served it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
+    service_tier: str | None = None
+    energy: EnergyUsage | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_details(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # OpenAI's schema has prompt_tokens_details as an object, never null: absent when not counted.
+        data = handler(self)
+        if data.get("prompt_tokens_details", 0) is None:
+            del data["prompt_tokens_details"]
+        return data
+
+
+class TopLogprob(BaseModel):
+    """One alternative token with its log probability."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    """A sampled token with its log probability and the top alternatives."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """Chat `logprobs`: one entry per generated token."""
+
+    content: list[TokenLogprob]
+    refusal: list[TokenLogprob] | None = None  # required (nullable) by OpenAI's schema; never a refusal here
+
+
+class CompletionLogprobs(BaseModel):
+    """Legacy completions `logprobs`."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
+class AssistantMessage(BaseModel):
+    """The assistant message of a chat choice."""
+
+    role: str = "assistant"  # --response-role may name another
+    content: str | None
+    refusal: str | None = None  # required by OpenAI's schema; this server never refuses in words
+
+
+class ChatChoice(BaseModel):
+    """One choice of a chat completion."""
+
+    index: int
+    message: AssistantMessage
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None
+    stop_reason: int | str | None = None  # vLLM's: the stop string or token id that ended the choice
+
+
+class ChatCompletionResponse(BaseModel):
+    """Body of a non-streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    """The incremental message of a streamed chat chunk."""
+
+    role: str | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_role(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only a choice's first chunk names the role; OpenAI's schema has no null role, so others omit it.
+        data = handler(self)
+        if data.get("role", "") is None:
+            del data["role"]
+        return data
+
+
+class ChatChunkChoice(BaseModel):
+    """One choice of a streamed chat chunk."""
+
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One server-sent event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    """One choice of a completion (streamed or not)."""
+
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None
+    stop_reason: int | str | None = None
+
+
+class CompletionResponse(BaseModel):
+    """Body of a completion, or one chunk of a streamed one."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    service_tier: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    """One entry of `GET /v1/models`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "wattserve"
+    root: str | None = None
+    parent: str | None = None
+    max_model_len: int | None = None
+
+
+class ModelList(BaseModel):
+    """Body of `GET /v1/models`."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    """The `error` member of OpenAI's error body."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
