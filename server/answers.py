@@ -204,3 +204,18 @@ class ErrorResponse(BaseModel):
     """OpenAI's error body."""
 
     error: ErrorDetail
+
+
+class TokenizeResponse(BaseModel):
+    """Body of `POST /tokenize`, as vLLM's server answers."""
+
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeResponse(BaseModel):
+    """Body of `POST /detokenize`."""
+
+    prompt: str

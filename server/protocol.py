@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from server.request_fields import (
@@ -212,3 +212,46 @@ class CompletionRequest(SamplingFields):
     def max_output_tokens(self) -> int | None:
         """The requested output length."""
         return self.max_tokens
+
+
+class TokenizeCompletionRequest(StrictModel, RequestBody):
+    """`POST /tokenize` with a prompt, as vLLM's server takes it."""
+
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
+class TokenizeChatRequest(StrictModel, RequestBody):
+    """`POST /tokenize` with chat messages: what the chat template renders them to, as vLLM takes it."""
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: bool = True
+    chat_template_kwargs: TemplateKwargs | None = None
+    return_token_strs: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_only(cls, data: Any) -> Any:
+        refuse_non_text_parts(data)
+        return data
+
+
+def _tokenize_kind(data: Any) -> str:
+    return "chat" if isinstance(data, dict) and "messages" in data else "prompt"
+
+
+# One body, told apart by its `messages` key as vLLM does, so a bad one gets the errors of its own kind.
+TokenizeRequest = Annotated[
+    Annotated[TokenizeChatRequest, Tag("chat")] | Annotated[TokenizeCompletionRequest, Tag("prompt")],
+    Discriminator(_tokenize_kind),
+]
+
+
+class DetokenizeRequest(StrictModel, RequestBody):
+    """`POST /detokenize`: token ids back to text."""
+
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=INT32_MAX)]]

@@ -16,6 +16,8 @@ from server.errors import AuthenticationError, server_error_body
 
 ADMIN_PATHS = ("/v1/adapters", "/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+# vLLM's tokenizer routes, outside /v1 as vLLM has them, take the user keys too: tokenizing is work.
+TOKENIZER_PATHS = ("/tokenize", "/detokenize")
 
 
 def route_path(scope: Scope) -> str:
@@ -46,7 +48,9 @@ def _matches_any(token: str | None, keys: tuple[str, ...]) -> bool:
 
 
 class KeyMiddleware:
-    """User keys on `/v1/*` and the docs; admin key (when set, and only it) on adapter management.
+    """User keys on `/v1/*`, the tokenizer routes and the docs; the admin key on adapter management.
+
+    The admin key, when set, and only it, opens adapter management.
 
     Any of several user keys is accepted, as in vLLM, so a key can be rotated without a gap. Without any
     key configured everything is open; `/health`, `/version` and `/metrics` are always open.
@@ -73,7 +77,7 @@ class KeyMiddleware:
                 if _matches(token, self.admin_key)
                 else AuthenticationError("Adapter management needs the admin key.")
             )
-        if not self.api_keys or not path.startswith(("/v1/", *DOCS_PATHS)):
+        if not self.api_keys or not path.startswith(("/v1/", *DOCS_PATHS, *TOKENIZER_PATHS)):
             return None
         if _matches_any(token, self.api_keys):
             return None

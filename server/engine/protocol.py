@@ -45,6 +45,7 @@ class EngineClient(Generator, Protocol):
     max_num_seqs: int
     model_path: str
     supports_prompt_logprobs: bool
+    vocab_size: int  # token ids run from 0 to vocab_size - 1
     system_fingerprint: str | None  # answers' `system_fingerprint`, as vLLM's --fingerprint-mode builds it
 
     @property
@@ -67,18 +68,28 @@ class EngineClient(Generator, Protocol):
         """How many adapters the engine's slots hold at once; 0 without LoRA."""
         ...
 
-    async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
-        """Tokenize a completion prompt, or take its token ids."""
+    async def render_completion(
+        self, prompt: str | list[int], *, add_special_tokens: bool = True
+    ) -> PreparedPrompt:
+        """Tokenize a completion prompt (with special tokens such as BOS, by default), or take its ids."""
         ...
 
     async def render_chat(
-        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        template_kwargs: Mapping[str, Any] | None = None,
+        *,
+        add_generation_prompt: bool = True,
     ) -> PreparedPrompt:
         """Apply the chat template, with the request's extra template variables, and tokenize."""
         ...
 
     def decode(self, token_ids: list[int]) -> str:
         """The text of some token ids."""
+        ...
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each token id's own string in the vocabulary (byte-level forms as the tokenizer keeps them)."""
         ...
 
     async def check_grammar(self, schema_json: str) -> None:

@@ -99,6 +99,7 @@ class VllmEngine:
         self.served_model_name = self.served_model_names[0]
         self.max_model_len: int = llm.model_config.max_model_len
         self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
+        self.vocab_size: int = llm.model_config.get_vocab_size()
         self.model_path: str = llm.model_config.model
         # vLLM's CPU LoRA logits path fails on prompt logprobs (sampler indices sized for sampled
         # tokens only) and takes the engine down with it, so such requests are refused up front.
@@ -164,12 +165,15 @@ class VllmEngine:
         """Call `on_step(produced_output, running, waiting)` after every engine step, on the event loop."""
         self._steps.on_step = on_step
 
-    async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
+    async def render_completion(
+        self, prompt: str | list[int], *, add_special_tokens: bool = True
+    ) -> PreparedPrompt:
         """Tokenize a completion prompt (or take its token ids as given)."""
         renderer = self._llm.renderer
         with _vllm_errors(), _prompt_length("prompt"):
             (engine_input,) = await renderer.render_cmpl_async(
-                [parse_model_prompt(self._llm.model_config, prompt)], self._tokenize_params(True)
+                [parse_model_prompt(self._llm.model_config, prompt)],
+                self._tokenize_params(add_special_tokens),
             )
         text = prompt if isinstance(prompt, str) else None
         return PreparedPrompt(list(engine_input["prompt_token_ids"]), engine_input, text)
@@ -178,8 +182,16 @@ class VllmEngine:
         """The text of some token ids."""
         return self._llm.get_tokenizer().decode(token_ids)
 
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        """Each token id's own string in the vocabulary."""
+        return self._llm.get_tokenizer().convert_ids_to_tokens(token_ids)
+
     async def render_chat(
-        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        template_kwargs: Mapping[str, Any] | None = None,
+        *,
+        add_generation_prompt: bool = True,
     ) -> PreparedPrompt:
         """Apply the chat template, with the request's extra variables as vLLM passes them, and tokenize."""
         renderer = self._llm.renderer
@@ -190,7 +202,10 @@ class VllmEngine:
                     ChatParams(
                         chat_template=self._chat_template,
                         chat_template_content_format="string",
-                        chat_template_kwargs={**(template_kwargs or {}), "add_generation_prompt": True},
+                        chat_template_kwargs={
+                            **(template_kwargs or {}),
+                            "add_generation_prompt": add_generation_prompt,
+                        },
                     ).with_defaults(self._template_defaults),
                     self._tokenize_params(False),
                 )

@@ -16,7 +16,7 @@ from server.errors import (
     ResponseTooLargeError,
     TooManyMessagesError,
 )
-from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, TokenizeChatRequest
 from server.request_fields import StructuredOutputs
 from server.serving.schema_limits import SchemaLimits, check_constraint_limits, check_schema_limits
 from server.unencodable import first_unencodable
@@ -174,7 +174,7 @@ def check_chat_messages(count: int, limit: int) -> None:
         )
 
 
-def chat_chars(body: ChatCompletionRequest) -> int:
+def chat_chars(body: ChatCompletionRequest | TokenizeChatRequest) -> int:
     """Characters of every field the chat template may render (role, name, content parts, extra kwargs)."""
     total = len(json.dumps(body.chat_template_kwargs)) if body.chat_template_kwargs else 0
     for message in body.messages:

@@ -165,3 +165,40 @@ def test_the_same_stream_has_the_same_chunk_shapes(
     assert stream_shapes(post(server.base_url, path, body)) == stream_shapes(
         post(vllm_reference.base_url, path, body)
     )
+
+
+TOKENIZER_REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tokenize a prompt": (
+        "/tokenize",
+        {"model": MODEL, "prompt": "Once upon a time", "return_token_strs": True},
+    ),
+    "tokenize without special tokens": (
+        "/tokenize",
+        {"prompt": "Once upon a time", "add_special_tokens": False},
+    ),
+    "tokenize a chat": ("/tokenize", {"model": MODEL, "messages": MESSAGES}),
+    "tokenize a chat without the generation prompt": (
+        "/tokenize",
+        {"messages": MESSAGES, "add_generation_prompt": False},
+    ),
+    "detokenize": ("/detokenize", {"model": MODEL, "tokens": [5, 17, 300, 42]}),
+}
+
+
+@pytest.mark.parametrize("name", list(TOKENIZER_REQUESTS))
+def test_the_tokenizer_routes_answer_alike(name: str, server: Server, vllm_reference: VllmReference) -> None:
+    path, body = TOKENIZER_REQUESTS[name]
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    ours = httpx.post(server.base_url + path, json=body, headers=headers, timeout=60)
+    theirs = httpx.post(vllm_reference.base_url + path, json=body, timeout=60)
+    assert (ours.status_code, ours.json()) == (theirs.status_code, theirs.json())
+
+
+def test_tokenize_round_trips_through_detokenize_and_counts_as_a_chat_completion_does(server: Server) -> None:
+    with server.http() as http:
+        text = "Once upon a time, by the sea"
+        tokens = http.post("/tokenize", json={"prompt": text, "add_special_tokens": False}).json()["tokens"]
+        assert http.post("/detokenize", json={"tokens": tokens}).json()["prompt"] == text
+        counted = http.post("/tokenize", json={"messages": MESSAGES}).json()["count"]
+        chat = http.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1})
+        assert chat.json()["usage"]["prompt_tokens"] == counted

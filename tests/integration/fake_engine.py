@@ -22,6 +22,7 @@ class FakeEngine:
     max_num_seqs = 8
     model_path = "/models/fake"
     system_fingerprint: str | None = "fake-fingerprint"
+    vocab_size = 1000
     supports_prompt_logprobs = True
     lora_enabled = False
     max_lora_rank = 0
@@ -41,23 +42,34 @@ class FakeEngine:
     def observe_steps(self, on_step: StepCallback) -> None:
         self.on_step = on_step
 
-    async def render_completion(self, prompt: str | list[int]) -> PreparedPrompt:
+    async def render_completion(
+        self, prompt: str | list[int], *, add_special_tokens: bool = True
+    ) -> PreparedPrompt:
         if isinstance(prompt, list):
             return PreparedPrompt(prompt, prompt)
-        return PreparedPrompt(list(range(len(prompt.split()))), prompt, prompt)
+        ids = list(range(len(prompt.split())))  # the first one plays the special token (BOS) part
+        return PreparedPrompt(ids if add_special_tokens else ids[1:], prompt, prompt)
 
     def decode(self, token_ids: list[int]) -> str:
         return "".join(WORDS[token_id % len(WORDS)] for token_id in token_ids)
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        return [f"<{token_id}>" for token_id in token_ids]
 
     async def check_grammar(self, schema_json: str) -> None:
         self.grammar_checks.append(schema_json)
 
     async def render_chat(
-        self, messages: Sequence[dict[str, str]], template_kwargs: Mapping[str, Any] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        template_kwargs: Mapping[str, Any] | None = None,
+        *,
+        add_generation_prompt: bool = True,
     ) -> PreparedPrompt:
         self.template_kwargs.append(template_kwargs)
         text = " ".join(message["content"] for message in messages)
-        return PreparedPrompt(list(range(len(text.split()) + 2)), text)
+        # Two template tokens around the words, and one more for the generation prompt.
+        return PreparedPrompt(list(range(len(text.split()) + 1 + add_generation_prompt)), text)
 
     async def generate(
         self,
