@@ -49,6 +49,12 @@ class InvalidRequestError(ServerError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedContentPartError(InvalidRequestError):
+    """A chat message holds a content part the served model cannot take (an image for a text-only model)."""
+
+    code = "unsupported_content_part"
+
+
 class ContextLengthError(InvalidRequestError):
     """The prompt plus the requested output do not fit the model's context."""
 

@@ -133,21 +133,52 @@ class TextPart(StrictModel):
     text: str
 
 
+class ImageUrl(StrictModel):
+    """Where an image part's image is: a `data:` URL, or a URL vLLM's media settings allow it to fetch."""
+
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(StrictModel):
+    """An image content part, for a model that takes images."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class ChatMessage(StrictModel):
     """One message of a chat conversation."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
     @property
     def text(self) -> str:
-        """The message's text, with content parts joined."""
+        """The message's text, with its text parts joined."""
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def image_positions(self) -> list[int]:
+        """Where in `content` the image parts are."""
+        if not isinstance(self.content, list):
+            return []
+        return [position for position, part in enumerate(self.content) if isinstance(part, ImagePart)]
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as the chat template takes it: text as a string, or OpenAI's parts with images."""
+        if not self.image_positions:
+            return {"role": self.role, "content": self.text}
+        parts = [part.model_dump(exclude_none=True) for part in self.content or ()]
+        return {"role": self.role, "content": parts}
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -138,12 +138,17 @@ def _check_template_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 TemplateKwargs = Annotated[dict[str, Any], AfterValidator(_check_template_kwargs)]
 
 
-def refuse_non_text_parts(data: Any) -> None:
-    """Refuse a chat whose message content holds a part other than text, naming the part.
+# Content parts a chat message may hold: text, and images for a model that takes them (checked once the
+# model is known, in serving.prepare).
+CONTENT_PARTS = frozenset({"text", "image_url"})
 
-    The served model takes text only; an image or audio part dropped or flattened into text would give an
-    answer to a different question. Runs on the raw body, before the parts are validated, so the error
-    names the part's type rather than a mismatch with the text part's shape.
+
+def refuse_non_text_parts(data: Any) -> None:
+    """Refuse a chat whose message content holds a part other than text or an image, naming the part.
+
+    No served model takes audio, video or files here; such a part dropped or flattened into text would
+    give an answer to a different question. Runs on the raw body, before the parts are validated, so the
+    error names the part's type rather than a mismatch with another part's shape.
 
     Raises:
         PydanticCustomError: `unsupported_content_part`, its `param` `messages.N.content.M`.
@@ -157,9 +162,10 @@ def refuse_non_text_parts(data: Any) -> None:
             continue
         for position, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
-            if isinstance(kind, str) and kind != "text":
+            if isinstance(kind, str) and kind not in CONTENT_PARTS:
                 raise PydanticCustomError(
                     UNSUPPORTED_CONTENT_PART,
-                    "{param}: '{kind}' content parts are not supported: the served model takes text only",
+                    "{param}: '{kind}' content parts are not supported: the served model takes text and, "
+                    "where it is multimodal, images",
                     {"param": f"messages.{index}.content.{position}", "kind": kind},
                 )

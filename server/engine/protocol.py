@@ -46,6 +46,7 @@ class EngineClient(Generator, Protocol):
     model_path: str
     supports_prompt_logprobs: bool
     vocab_size: int  # token ids run from 0 to vocab_size - 1
+    accepts_images: bool  # a multimodal model: chat messages may hold image parts
     system_fingerprint: str | None  # answers' `system_fingerprint`, as vLLM's --fingerprint-mode builds it
 
     @property
@@ -76,7 +77,7 @@ class EngineClient(Generator, Protocol):
 
     async def render_chat(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict[str, Any]],
         template_kwargs: Mapping[str, Any] | None = None,
         *,
         add_generation_prompt: bool = True,

@@ -100,6 +100,7 @@ class VllmEngine:
         self.max_model_len: int = llm.model_config.max_model_len
         self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
         self.vocab_size: int = llm.model_config.get_vocab_size()
+        self.accepts_images: bool = llm.model_config.is_multimodal_model
         self.model_path: str = llm.model_config.model
         # vLLM's CPU LoRA logits path fails on prompt logprobs (sampler indices sized for sampled
         # tokens only) and takes the engine down with it, so such requests are refused up front.
@@ -188,12 +189,16 @@ class VllmEngine:
 
     async def render_chat(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict[str, Any]],
         template_kwargs: Mapping[str, Any] | None = None,
         *,
         add_generation_prompt: bool = True,
     ) -> PreparedPrompt:
-        """Apply the chat template, with the request's extra variables as vLLM passes them, and tokenize."""
+        """Apply the chat template, with the request's extra variables as vLLM passes them, and tokenize.
+
+        A message whose content is a list of OpenAI parts (images) goes through vLLM's multimodal input
+        processing, which loads the images and puts them in the prompt it returns.
+        """
         renderer = self._llm.renderer
         with _vllm_errors(), _prompt_length("messages"):
             try:
@@ -201,7 +206,9 @@ class VllmEngine:
                     [list(messages)],
                     ChatParams(
                         chat_template=self._chat_template,
-                        chat_template_content_format="string",
+                        chat_template_content_format=(
+                            "openai" if any(isinstance(m["content"], list) for m in messages) else "string"
+                        ),
                         chat_template_kwargs={
                             **(template_kwargs or {}),
                             "add_generation_prompt": add_generation_prompt,

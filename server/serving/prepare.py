@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +16,15 @@ from server.errors import (
     InvalidRequestError,
     ResponseTooLargeError,
     TooManyMessagesError,
+    UnsupportedContentPartError,
 )
-from server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, TokenizeChatRequest
+from server.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    SamplingFields,
+    TokenizeChatRequest,
+)
 from server.request_fields import StructuredOutputs
 from server.serving.schema_limits import SchemaLimits, check_constraint_limits, check_schema_limits
 from server.unencodable import first_unencodable
@@ -174,6 +182,23 @@ def check_chat_messages(count: int, limit: int) -> None:
         )
 
 
+def template_messages(engine: EngineClient, messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages as the chat template takes them; images only for a model that takes them.
+
+    Raises:
+        UnsupportedContentPartError: An image part for a text-only model, naming the part.
+    """
+    if not engine.accepts_images:
+        for index, message in enumerate(messages):
+            for position in message.image_positions:
+                raise UnsupportedContentPartError(
+                    f"messages.{index}.content.{position}: 'image_url' content parts are not supported: "
+                    "the served model takes text only",
+                    param=f"messages.{index}.content.{position}",
+                )
+    return [message.for_template() for message in messages]
+
+
 def chat_chars(body: ChatCompletionRequest | TokenizeChatRequest) -> int:
     """Characters of every field the chat template may render (role, name, content parts, extra kwargs)."""
     total = len(json.dumps(body.chat_template_kwargs)) if body.chat_template_kwargs else 0
@@ -182,7 +207,7 @@ def chat_chars(body: ChatCompletionRequest | TokenizeChatRequest) -> int:
         if isinstance(message.content, str):
             total += len(message.content)
         elif message.content is not None:
-            total += sum(len(part.text) for part in message.content)
+            total += len(message.text)
     return total
 
 
@@ -248,7 +273,7 @@ async def prepare_chat(
     check_sequences(1, body.n, engine.max_num_seqs)
     check_chat_messages(len(body.messages), limits.chat_messages)
     check_prompt_chars(chat_chars(body), limits.prompt_chars, "messages")
-    messages = [{"role": message.role, "content": message.text} for message in body.messages]
+    messages = template_messages(engine, body.messages)
     prompt = await engine.render_chat(messages, body.chat_template_kwargs)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"

@@ -12,7 +12,13 @@ from server.answers import DetokenizeResponse, TokenizeResponse
 from server.engine.protocol import EngineClient
 from server.errors import ContextLengthError, InvalidRequestError, ModelNotFoundError
 from server.protocol import DetokenizeRequest, TokenizeChatRequest, TokenizeCompletionRequest
-from server.serving.prepare import InputLimits, chat_chars, check_chat_messages, check_prompt_chars
+from server.serving.prepare import (
+    InputLimits,
+    chat_chars,
+    check_chat_messages,
+    check_prompt_chars,
+    template_messages,
+)
 
 
 def check_served(model: str | None, served: Collection[str]) -> None:
@@ -36,7 +42,7 @@ async def tokenize(
     if isinstance(body, TokenizeChatRequest):
         check_chat_messages(len(body.messages), limits.chat_messages)
         check_prompt_chars(chat_chars(body), limits.prompt_chars, "messages")
-        messages = [{"role": message.role, "content": message.text} for message in body.messages]
+        messages = template_messages(engine, body.messages)
         prompt = await engine.render_chat(
             messages, body.chat_template_kwargs, add_generation_prompt=body.add_generation_prompt
         )

@@ -23,6 +23,7 @@ class FakeEngine:
     model_path = "/models/fake"
     system_fingerprint: str | None = "fake-fingerprint"
     vocab_size = 1000
+    accepts_images = False
     supports_prompt_logprobs = True
     lora_enabled = False
     max_lora_rank = 0

@@ -8,6 +8,7 @@ import pytest
 from tests.integration.fake_engine import FakeEngine
 from tests.integration.test_openai_surface import KEY, MODEL, serving
 
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 CHAT = {"messages": [{"role": "user", "content": "one two three"}]}
 
 
@@ -49,10 +50,10 @@ async def test_detokenize_gives_the_text_of_the_ids() -> None:
         ("/tokenize", {"prompt": "a", "temperature": 1}, 400, None, None),
         (
             "/tokenize",
-            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, IMAGE]}]},
             400,
             "unsupported_content_part",
-            "messages.0.content.0",
+            "messages.0.content.1",
         ),
         ("/tokenize", {"prompt": "x" * 10_000}, 400, "context_length_exceeded", "prompt"),
         ("/tokenize", {"messages": [{"role": "user", "content": "a"}] * 2_000}, 400, None, "messages"),
