@@ -13,9 +13,10 @@ import logging
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,11 @@ def _corpus(seed: int = 0, words: int = 40_000) -> list[str]:
     return lines
 
 
-def _build_tokenizer(out_dir: Path) -> dict[str, int]:
+def build_tokenizer(extra_special_tokens: Sequence[str] = (), chat_template: str = CHAT_TEMPLATE) -> Any:
+    """The embedded model's byte-level BPE tokenizer (a `PreTrainedTokenizerFast`), trained here.
+
+    `extra_special_tokens` (a vision model's image tokens) take places in the same vocabulary size.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
     from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
 
@@ -120,7 +125,7 @@ def _build_tokenizer(out_dir: Path) -> dict[str, int]:
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -133,19 +138,16 @@ def _build_tokenizer(out_dir: Path) -> dict[str, int]:
         unk_token=None,
         model_max_length=MAX_POSITIONS,
     )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out_dir)
-    return {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
+    fast.chat_template = chat_template
+    return fast
 
 
-def _build(staging: Path) -> None:
-    import torch  # noqa: PLC0415
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-    from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
+def llama_config(tokenizer: Any) -> Any:
+    """The embedded model's Llama configuration (a `LlamaConfig`), its special tokens from `tokenizer`."""
+    from transformers import LlamaConfig  # noqa: PLC0415
 
-    model_dir = staging / "model"
-    ids = _build_tokenizer(model_dir)
-    config = LlamaConfig(
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    return LlamaConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=256,
         intermediate_size=512,
@@ -161,6 +163,17 @@ def _build(staging: Path) -> None:
         tie_word_embeddings=False,
         torch_dtype="float32",
     )
+
+
+def _build(staging: Path) -> None:
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+    from transformers import LlamaForCausalLM  # noqa: PLC0415
+
+    model_dir = staging / "model"
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(model_dir)
+    config = llama_config(tokenizer)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.float32)
     model.save_pretrained(model_dir, safe_serialization=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.default_model import MAX_POSITIONS, SPECIAL_TOKENS, VOCAB_SIZE, _corpus
+from server.default_model import build_tokenizer, llama_config
 
 IMAGE_SIZE, PATCH, SCALE = 64, 8, 2
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2 // SCALE**2  # 64 patches, 16 tokens after the pixel shuffle
@@ -34,37 +34,16 @@ CHAT_TEMPLATE = (
 def build_vision_model(out: Path) -> Path:
     """Write the model, its tokenizer and its image processor to `out` (about 8 MB, a few seconds)."""
     import torch  # noqa: PLC0415
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
     from transformers import (  # noqa: PLC0415
         Idefics3Config,
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessorPil,
         Idefics3Processor,
         Idefics3VisionConfig,
-        LlamaConfig,
-        PreTrainedTokenizerFast,
     )
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS + IMAGE_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
-    ids = {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS + ["<image>"]}
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        model_max_length=MAX_POSITIONS,
-    )
-    fast.chat_template = CHAT_TEMPLATE
+    fast = build_tokenizer(IMAGE_SPECIAL_TOKENS, CHAT_TEMPLATE)
+    pad = fast.convert_tokens_to_ids("<|endoftext|>")
     images = Idefics3ImageProcessorPil(
         do_resize=True,
         size={"longest_edge": IMAGE_SIZE},
@@ -76,20 +55,7 @@ def build_vision_model(out: Path) -> Path:
         image_processor=images, tokenizer=fast, image_seq_len=IMAGE_TOKENS, chat_template=CHAT_TEMPLATE
     )
     processor.save_pretrained(out)
-    text = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=MAX_POSITIONS,
-        initializer_range=0.1,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
+    text = llama_config(fast)
     vision = Idefics3VisionConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -101,9 +67,9 @@ def build_vision_model(out: Path) -> Path:
     config = Idefics3Config(
         vision_config=vision,
         text_config=text.to_dict(),
-        image_token_id=ids["<image>"],
+        image_token_id=fast.convert_tokens_to_ids("<image>"),
         scale_factor=SCALE,
-        pad_token_id=ids["<|endoftext|>"],
+        pad_token_id=pad,
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
