@@ -11,6 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class EnergyUsage(BaseModel):
     """The energy of one response; `source` says how it was obtained ("estimated" is not a measurement).
 
@@ -133,7 +137,7 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
-    stop_reason: int | str | None = None
+    stop_reason: int | str | None = Field(default=None, exclude_if=_absent)  # on the finishing chunk
 
 
 class ChatCompletionChunk(BaseModel):
@@ -144,7 +148,8 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     service_tier: str | None = None
-    system_fingerprint: str | None = None
+    # As vLLM streams it: on the last chunk only, so the per-token chunks stay short.
+    system_fingerprint: str | None = Field(default=None, exclude_if=_absent)
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
@@ -156,7 +161,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
-    stop_reason: int | str | None = None
+    stop_reason: int | str | None = Field(default=None, exclude_if=_absent)  # when it finished
 
 
 class CompletionResponse(BaseModel):
@@ -167,7 +172,7 @@ class CompletionResponse(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     service_tier: str | None = None
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = Field(default=None, exclude_if=_absent)  # streamed: on the last chunk
     choices: list[CompletionChoice]
     usage: Usage | None = None
 

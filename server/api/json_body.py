@@ -40,9 +40,13 @@ def _pieces(model: BaseModel) -> Iterator[bytes]:
         yield model.model_dump_json().encode()
         return
     yield b"{"
-    for index, name in enumerate(cls.model_fields):
-        yield b"%s%s:" % (b"," if index else b"", json.dumps(name).encode())
+    first = True
+    for name, field in cls.model_fields.items():
         value = getattr(model, name)
+        if field.exclude_if is not None and field.exclude_if(value):
+            continue
+        yield b"%s%s:" % (b"" if first else b",", json.dumps(name).encode())
+        first = False
         if isinstance(value, BaseModel):
             yield from _pieces(value)
         elif isinstance(value, list) and len(value) > PIECE_ITEMS:

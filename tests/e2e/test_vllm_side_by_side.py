@@ -140,6 +140,8 @@ def stream_shapes(response: httpx.Response) -> dict[int | None, list[tuple[Any, 
         (choice,) = chunk["choices"]
         delta = choice.get("delta", {})
         text = delta.get("content") if "delta" in choice else choice["text"]
+        if text == "" and not delta.get("role") and choice["finish_reason"] is None and usage is None:
+            continue  # vLLM's chunk for a token that ends mid-character; wattserve sends none (one send less)
         shapes.setdefault(choice["index"], []).append(
             (text, "role" in delta, choice["finish_reason"], choice.get("stop_reason"), counts)
         )

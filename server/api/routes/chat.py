@@ -75,13 +75,15 @@ class ChatFormat:
         continuous = answers.force_include_usage or body.continuous_usage
         self._running = RunningUsage(body.n) if continuous else None
 
-    def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+    def _chunk(
+        self, choices: list[ChatChunkChoice], usage: Usage | None = None, *, last: bool = False
+    ) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=self._request_id,
             created=self._created,
             model=self._body.model,
             service_tier=self._body.tier.name,
-            system_fingerprint=self._fingerprint,
+            system_fingerprint=self._fingerprint if last else None,
             choices=choices,
             usage=usage,
         )
@@ -111,7 +113,7 @@ class ChatFormat:
         if self._running is not None:
             usage = self._running.after(delta.index, self._prompt_tokens, delta)
         elif delta.logprobs is None and delta.finish_reason is None:
-            if not delta.text and not delta.token_count:
+            if not delta.text:  # a token that ends mid-character: nothing to say until its text is whole
                 return b""
             template = self._content.get(delta.index)
             if template is None:
@@ -119,7 +121,8 @@ class ChatFormat:
                 template = self._content[delta.index] = EventTemplate(self._chunk([choice]))
             return template.fill(delta.text)
         finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-        if not (delta.text or delta.token_count or finish or delta.logprobs):
+        # With running usage, every token gets its chunk, as in vLLM, so the counts it carries are whole.
+        if not (delta.text or finish or delta.logprobs or usage is not None):
             return b""
         choice = ChatChunkChoice(
             index=delta.index,
@@ -128,11 +131,11 @@ class ChatFormat:
             finish_reason=finish,
             stop_reason=delta.stop_reason if finish else None,
         )
-        return sse_event(self._chunk([choice], usage))
+        return sse_event(self._chunk([choice], usage, last=finish is not None and not self._include_usage))
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
-        return sse_event(self._chunk([], usage)) if self._include_usage else b""
+        return sse_event(self._chunk([], usage, last=True)) if self._include_usage else b""
 
     def body(self, result: GenerationResult, usage: Usage) -> ChatCompletionResponse:
         """The non-streamed completion."""

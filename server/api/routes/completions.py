@@ -62,13 +62,15 @@ class CompletionFormat:
         continuous = force_usage or body.continuous_usage
         self._running = RunningUsage(choices) if continuous else None
 
-    def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+    def _chunk(
+        self, choices: list[CompletionChoice], usage: Usage | None = None, *, last: bool = False
+    ) -> CompletionResponse:
         return CompletionResponse(
             id=self._request_id,
             created=self._created,
             model=self._body.model,
             service_tier=self._body.tier.name,
-            system_fingerprint=self._fingerprint,
+            system_fingerprint=self._fingerprint if last else None,
             choices=choices,
             usage=usage,
         )
@@ -90,7 +92,7 @@ class CompletionFormat:
         if self._running is not None:
             usage = self._running.after(index, step.prompt_token_count, delta)
         elif delta.logprobs is None and delta.finish_reason is None and self._echoed[index]:
-            if not delta.text and not delta.token_count:
+            if not delta.text:  # a token that ends mid-character: nothing to say until its text is whole
                 return b""
             template = self._content.get(index)
             if template is None:
@@ -106,7 +108,8 @@ class CompletionFormat:
         logprobs = None if entries is None else completion_logprobs(entries, self._offsets[index])
         self._offsets[index] += len(text)
         finish = None if delta.finish_reason in UNDOCUMENTED_FINISH else delta.finish_reason
-        if not (text or delta.token_count or finish or logprobs):
+        # With running usage, every token gets its chunk, as in vLLM, so the counts it carries are whole.
+        if not (text or finish or logprobs or usage is not None):
             return b""
         choice = CompletionChoice(
             index=index,
@@ -115,11 +118,11 @@ class CompletionFormat:
             finish_reason=finish,
             stop_reason=delta.stop_reason if finish else None,
         )
-        return sse_event(self._chunk([choice], usage))
+        return sse_event(self._chunk([choice], usage, last=finish is not None and not self._include_usage))
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, if `stream_options.include_usage` (or the server) asked for it."""
-        return sse_event(self._chunk([], usage)) if self._include_usage else b""
+        return sse_event(self._chunk([], usage, last=True)) if self._include_usage else b""
 
     def body(self, result: GenerationResult, usage: Usage) -> CompletionResponse:
         """The non-streamed completion."""
