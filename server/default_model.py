@@ -21,7 +21,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 # Bump when anything below changes what is generated, so stale caches are not reused.
-BUILD_VERSION = "tiny-llama-v1"
+BUILD_VERSION = "tiny-llama-v2"
 MODEL_NAME = "wattserve-tiny-llama"
 DEMO_ADAPTERS = {"demo-alpha": 1, "demo-beta": 2}  # name -> weight seed
 VOCAB_SIZE = 1024
@@ -30,9 +30,30 @@ LORA_RANK = 8
 LORA_ALPHA = 16
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Tool calls and reasoning written as Hermes-format and DeepSeek-R1-format models write them: each marker is
+# one token (vLLM's `hermes` and `deepseek_r1` parsers look them up in the vocabulary) and stays in the
+# decoded text (not special), so those parsers can serve this model too.
+MARKUP_TOKENS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
+# ChatML; with `tools`, a system turn lists them and tool calls and results are rendered in Hermes's form.
+# A chat without tools renders exactly as plain ChatML.
 CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    "You may call these tools:\n<tools>\n"
+    "{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+    '</tools>\nCall one as <tool_call>\n{"name": <name>, "arguments": <object>}\n</tool_call><|im_end|>\n'
+    "{% endif %}"
     "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% if tools and loop.first and message['role'] == 'system' %}"
+    "{% elif message['role'] == 'tool' %}"
+    "<|im_start|>user\n<tool_response>\n{{ message['content'] }}\n</tool_response><|im_end|>\n"
+    "{% elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "<|im_start|>assistant\n{% if message['content'] %}{{ message['content'] }}\n{% endif %}"
+    "{% for call in message['tool_calls'] %}"
+    "<tool_call>\n{\"name\": {{ call['function']['name'] | tojson }}, "
+    "\"arguments\": {{ call['function']['arguments'] | tojson }}}\n</tool_call>"
+    "{% endfor %}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -125,11 +146,16 @@ def build_tokenizer(extra_special_tokens: Sequence[str] = (), chat_template: str
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS + list(extra_special_tokens),
+        special_tokens=SPECIAL_TOKENS + MARKUP_TOKENS + list(extra_special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    # The trainer reserves every token it is given as special; the markup is text the parsers must read.
+    state = json.loads(tokenizer.to_str())
+    for added in state["added_tokens"]:
+        added["special"] = added["content"] not in MARKUP_TOKENS
+    tokenizer = Tokenizer.from_str(json.dumps(state))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|endoftext|>",
