@@ -30,6 +30,7 @@ SERVER_LAYERS = {
     "server.errors": 2,
     "server.engine": 3,
     "server.energy": 3,
+    "server.storage": 3,
     "server.policy": 4,
     "server.observability": 4,
     "server.serving": 5,

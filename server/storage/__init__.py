@@ -1,0 +1,1 @@
+"""Durable state in embedded SQLite: stored responses of the Responses API."""
