@@ -31,6 +31,24 @@ ROOT_SCHEMAS = (
     "Model",
     "ErrorResponse",
     "CompletionUsage",
+    # The Responses API: the response object, and each stream event the server sends.
+    "Response",
+    "ResponseCreatedEvent",
+    "ResponseInProgressEvent",
+    "ResponseOutputItemAddedEvent",
+    "ResponseContentPartAddedEvent",
+    "ResponseTextDeltaEvent",
+    "ResponseTextDoneEvent",
+    "ResponseContentPartDoneEvent",
+    "ResponseOutputItemDoneEvent",
+    "ResponseFunctionCallArgumentsDeltaEvent",
+    "ResponseFunctionCallArgumentsDoneEvent",
+    "ResponseReasoningTextDeltaEvent",
+    "ResponseReasoningTextDoneEvent",
+    "ResponseCompletedEvent",
+    "ResponseIncompleteEvent",
+    "ResponseFailedEvent",
+    "ResponseErrorEvent",
 )
 
 
