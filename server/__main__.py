@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def start_engine():  # noqa: ANN202 - the concrete type lives behind the vLLM import
+        from server.engine.output_parsing import ParserOptions  # noqa: PLC0415 - imports vLLM
         from server.engine.vllm_engine import VllmEngine  # noqa: PLC0415 - vLLM imports take seconds
 
         grammar_limits = GrammarLimits(settings.max_grammar_compile_seconds, settings.grammar_compile_workers)
@@ -87,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             grammar_limits=grammar_limits,
             template_defaults=settings.default_chat_template_kwargs,
             fingerprint=(settings.fingerprint_mode, settings.fingerprint_value),
+            parsers=ParserOptions(
+                tool_call_parser=settings.tool_call_parser,
+                enable_auto_tool_choice=settings.enable_auto_tool_choice,
+                tool_parser_plugin=settings.tool_parser_plugin,
+                tool_strict_level=settings.tool_strict_level,
+            ),
         )
 
     try:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field
 
 
 def _absent(value: object) -> bool:
     return value is None
+
+
+def _empty(value: list[Any] | None) -> bool:
+    return not value
 
 
 class EnergyUsage(BaseModel):
@@ -27,6 +31,8 @@ class EnergyUsage(BaseModel):
     joules_per_output_token: float | None
     co2e_grams: float
     source: str
+    # With a reasoning parser: the part of `joules` that went to reasoning tokens (a share by token count).
+    reasoning_joules: float | None = Field(default=None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):
@@ -35,23 +41,25 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int
 
 
+class CompletionTokensDetails(BaseModel):
+    """`usage.completion_tokens_details`: generated tokens that were reasoning (with a reasoning parser)."""
+
+    reasoning_tokens: int
+
+
 class Usage(BaseModel):
-    """Token counts (and energy, when metered) of one response, and the tier that served it."""
+    """Token counts (and energy, when metered) of one response, and the tier that served it.
+
+    OpenAI's schema has the details as objects, never null: absent when not counted.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    prompt_tokens_details: PromptTokensDetails | None = None
+    prompt_tokens_details: PromptTokensDetails | None = Field(default=None, exclude_if=_absent)
+    completion_tokens_details: CompletionTokensDetails | None = Field(default=None, exclude_if=_absent)
     service_tier: str | None = None
     energy: EnergyUsage | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_absent_details(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # OpenAI's schema has prompt_tokens_details as an object, never null: absent when not counted.
-        data = handler(self)
-        if data.get("prompt_tokens_details", 0) is None:
-            del data["prompt_tokens_details"]
-        return data
 
 
 class TopLogprob(BaseModel):
@@ -84,12 +92,45 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = Field(default_factory=list)
 
 
+class CalledFunction(BaseModel):
+    """The function a tool call calls, with its arguments as JSON text."""
+
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """A tool call of an assistant message."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class FunctionFragment(BaseModel):
+    """A streamed piece of a call's function: its name once, then argument text."""
+
+    name: str | None = Field(default=None, exclude_if=_absent)
+    arguments: str | None = Field(default=None, exclude_if=_absent)
+
+
+class ToolCallChunk(BaseModel):
+    """A streamed piece of a tool call; the first piece of a call carries its id, type and name."""
+
+    index: int
+    id: str | None = Field(default=None, exclude_if=_absent)
+    type: Literal["function"] | None = Field(default=None, exclude_if=_absent)
+    function: FunctionFragment
+
+
 class AssistantMessage(BaseModel):
     """The assistant message of a chat choice."""
 
     role: str = "assistant"  # --response-role may name another
     content: str | None
     refusal: str | None = None  # required by OpenAI's schema; this server never refuses in words
+    tool_calls: list[ToolCall] = Field(default_factory=list, exclude_if=_empty)
+    reasoning: str | None = Field(default=None, exclude_if=_absent)  # vLLM's name, with a reasoning parser
 
 
 class ChatChoice(BaseModel):
@@ -116,18 +157,15 @@ class ChatCompletionResponse(BaseModel):
 
 
 class ChatDelta(BaseModel):
-    """The incremental message of a streamed chat chunk."""
+    """The incremental message of a streamed chat chunk.
 
-    role: str | None = None
+    Only a choice's first chunk names the role; OpenAI's schema has no null role, so others omit it.
+    """
+
+    role: str | None = Field(default=None, exclude_if=_absent)
     content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_role(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Only a choice's first chunk names the role; OpenAI's schema has no null role, so others omit it.
-        data = handler(self)
-        if data.get("role", "") is None:
-            del data["role"]
-        return data
+    reasoning: str | None = Field(default=None, exclude_if=_absent)
+    tool_calls: list[ToolCallChunk] | None = Field(default=None, exclude_if=_absent)
 
 
 class ChatChunkChoice(BaseModel):

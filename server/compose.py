@@ -172,6 +172,7 @@ def compose(
                 schema=SchemaLimits(
                     settings.max_schema_bytes, settings.max_schema_enum_values, settings.max_schema_properties
                 ),
+                tools=settings.max_tools,
             ),
         )
         lifecycle.attach(loop, intake)

@@ -8,11 +8,15 @@ from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from server.request_fields import (
+    ChatTool,
+    HistoryToolCall,
     Metadata,
     ResponseFormat,
     StrictModel,
     StructuredOutputs,
     TemplateKwargs,
+    ToolChoice,
+    check_tool_choice,
     refuse_non_text_parts,
 )
 from server.tiers import RequestedTier, Tier, served_tier
@@ -22,11 +26,8 @@ from server.unencodable import INVALID_ENCODING, first_unencodable
 # says which, instead of being silently ignored.
 UNSUPPORTED_CHAT_FIELDS = frozenset(
     {
-        "tools",
-        "tool_choice",
         "functions",
         "function_call",
-        "parallel_tool_calls",
         "logit_bias",
         "audio",
         "modalities",
@@ -153,9 +154,21 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 class ChatMessage(StrictModel):
     """One message of a chat conversation."""
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[HistoryToolCall] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+
+    @model_validator(mode="after")
+    def _tool_fields_in_place(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls belong to assistant messages")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("tool_call_id belongs to tool messages")
+        return self
 
     @property
     def text(self) -> str:
@@ -175,10 +188,15 @@ class ChatMessage(StrictModel):
 
     def for_template(self) -> dict[str, Any]:
         """The message as the chat template takes it: text as a string, or OpenAI's parts with images."""
-        if not self.image_positions:
-            return {"role": self.role, "content": self.text}
-        parts = [part.model_dump(exclude_none=True) for part in self.content or ()]
-        return {"role": self.role, "content": parts}
+        message: dict[str, Any] = {"role": self.role, "content": self.text}
+        if self.image_positions:
+            message["content"] = [part.model_dump(exclude_none=True) for part in self.content or ()]
+        if self.tool_calls:
+            # Arguments stay JSON text: vLLM's renderer parses them for the template, as for vllm serve.
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -193,6 +211,10 @@ class ChatCompletionRequest(SamplingFields):
     # OpenAI's bookkeeping fields: accepted, never stored (this server keeps no completions).
     metadata: Metadata | None = None
     store: bool | None = None
+    tools: list[ChatTool] | None = Field(default=None, min_length=1)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    include_reasoning: bool = True  # vLLM's: with a reasoning parser, whether answers carry `reasoning`
 
     @model_validator(mode="before")
     @classmethod
@@ -207,7 +229,25 @@ class ChatCompletionRequest(SamplingFields):
         constrained = self.response_format is not None and self.response_format.type != "text"
         if self.structured_outputs is not None and constrained:
             raise ValueError("give structured_outputs or a response_format other than text, not both")
+        check_tool_choice(self.tools, self.tool_choice)
+        if self.forces_tool_call and (constrained or self.structured_outputs is not None):
+            # A forced call is itself a structured-output constraint; there can be one (as in vLLM).
+            raise ValueError("a required or named tool_choice cannot be combined with another output format")
         return self
+
+    @property
+    def effective_tool_choice(self) -> str | dict[str, Any]:
+        """OpenAI's default: `auto` when there are tools, `none` without."""
+        if not self.tools:
+            return "none"
+        if self.tool_choice is None:
+            return "auto"
+        return self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()
+
+    @property
+    def forces_tool_call(self) -> bool:
+        """Whether the model must call a tool (`required` or a named function)."""
+        return bool(self.tools) and self.tool_choice not in (None, "none", "auto")
 
     @property
     def max_output_tokens(self) -> int | None:

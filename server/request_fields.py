@@ -7,6 +7,7 @@ silently served differently.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -15,7 +16,8 @@ from pydantic_core import PydanticCustomError
 # Validation errors that carry their own `code` and `param` (in the error's context), answered as such.
 UNSUPPORTED_CONTENT_PART = "unsupported_content_part"
 RESERVED_TEMPLATE_KWARG = "reserved_chat_template_kwarg"
-CODED_ERRORS = frozenset({UNSUPPORTED_CONTENT_PART, RESERVED_TEMPLATE_KWARG})
+INVALID_TOOL_CALL_ARGUMENTS = "invalid_tool_call_arguments"
+CODED_ERRORS = frozenset({UNSUPPORTED_CONTENT_PART, RESERVED_TEMPLATE_KWARG, INVALID_TOOL_CALL_ARGUMENTS})
 
 # `chat_template_kwargs` keys that would override what the server itself sets when it renders a chat:
 # the template, the rendered conversation, and the open assistant turn the answer continues. vLLM refuses
@@ -169,3 +171,85 @@ def refuse_non_text_parts(data: Any) -> None:
                     "where it is multimodal, images",
                     {"param": f"messages.{index}.content.{position}", "kind": kind},
                 )
+
+
+# OpenAI's function names: what a model can write back in a call and a client can dispatch on.
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(StrictModel):
+    """A function the model may call: its name, what it does, and its arguments' JSON schema."""
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(StrictModel):
+    """One entry of chat's `tools` (only functions exist in the chat API)."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(StrictModel):
+    """The function a named `tool_choice` forces."""
+
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(StrictModel):
+    """`tool_choice` naming one function: the model must call it."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+def _check_arguments(arguments: str) -> str:
+    try:
+        json.loads(arguments)
+    except (ValueError, RecursionError) as err:
+        raise PydanticCustomError(
+            INVALID_TOOL_CALL_ARGUMENTS,
+            "the arguments of an earlier tool call must be JSON text, as the model wrote them: {error}",
+            {"error": str(err)},
+        ) from err
+    return arguments
+
+
+class CalledFunction(StrictModel):
+    """The function of a tool call in the history: its name and its arguments as JSON text."""
+
+    name: str = Field(min_length=1)
+    arguments: Annotated[str, AfterValidator(_check_arguments)]
+
+
+class HistoryToolCall(StrictModel):
+    """A tool call an earlier assistant turn made, sent back in `messages`."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+def check_tool_choice(tools: list[ChatTool] | None, choice: ToolChoice | None) -> None:
+    """Check `tool_choice` against `tools`, as OpenAI and vLLM do.
+
+    Raises:
+        ValueError: A choice other than `none` without tools, or naming a function not in `tools`.
+    """
+    if choice is None or choice == "none":
+        return
+    if not tools:
+        raise ValueError("tool_choice needs tools: give the functions the model may call in `tools`")
+    if isinstance(choice, NamedToolChoice):
+        names = {tool.function.name for tool in tools}
+        if choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice names the function {choice.function.name!r}, which is not in tools "
+                f"({', '.join(sorted(names))})"
+            )

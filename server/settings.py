@@ -129,6 +129,17 @@ class ServerSettings(BaseSettings):
     disable_uvicorn_access_log: bool = False
     middleware: list[str] = Field(default_factory=list)  # ASGI middleware import paths
     enable_request_id_headers: bool = False
+    # Tools as `vllm serve` takes them (the reasoning parser is an engine flag, read by the engine).
+    enable_auto_tool_choice: bool = False
+    tool_call_parser: str | None = None
+    tool_parser_plugin: str | None = None
+    tool_strict_level: Literal["auto", "function", "parameter"] = "auto"
+    max_tools: int = Field(default=128, ge=1)
+    # The Responses API's store: a SQLite file, bounded by count, bytes and age.
+    responses_store: Path | None = None  # None: responses.sqlite3 under cache_dir
+    responses_store_max_count: int = Field(default=100_000, ge=1)
+    responses_store_max_bytes: int = Field(default=2 * 2**30, ge=2**20)
+    responses_store_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -50,7 +50,6 @@ def _unsupported(flag: str, why: str) -> VllmFlag:
     return VllmFlag(flag, "unsupported", why)
 
 
-NO_TOOLS = "requests carry no tools: wattserve's chat API refuses `tools` and `tool_choice`"
 ONE_SERVER = "wattserve runs one API server in one process beside its engine"
 NOT_SERVED = "wattserve does not serve that endpoint"
 
@@ -81,12 +80,16 @@ VLLM_FLAGS: tuple[VllmFlag, ...] = (
     ),
     _same("--response-role", "response_role", "the role of chat answers"),
     _unsupported("--return-tokens-as-token-ids", "logprob tokens are always given as text"),
-    _unsupported("--enable-auto-tool-choice", NO_TOOLS),
-    _unsupported("--exclude-tools-when-tool-choice-none", NO_TOOLS),
-    _unsupported("--tool-call-parser", NO_TOOLS),
-    _unsupported("--tool-parser-plugin", NO_TOOLS),
-    _unsupported("--tool-strict-level", NO_TOOLS),
-    _unsupported("--tool-server", NO_TOOLS),
+    _same(
+        "--enable-auto-tool-choice", "enable_auto_tool_choice", "tool_choice auto, through the tool parser"
+    ),
+    _unsupported(
+        "--exclude-tools-when-tool-choice-none", "tools always reach the chat template, as vLLM's default"
+    ),
+    _same("--tool-call-parser", "tool_call_parser", "vLLM's own parser classes read the model's calls"),
+    _same("--tool-parser-plugin", "tool_parser_plugin", "registered with vLLM's ToolParserManager"),
+    _same("--tool-strict-level", "tool_strict_level", "passed to vLLM's parser composition"),
+    _unsupported("--tool-server", "the Responses API serves function tools only, no built-in tool servers"),
     _accepted("--max-log-len", "wattserve logs no prompt text, so there is nothing to shorten"),
     _same("--enable-prompt-tokens-details", "enable_prompt_tokens_details", "usage.prompt_tokens_details"),
     _unsupported(

@@ -38,14 +38,16 @@ def _json(status: int, body: dict) -> JSONResponse:
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """Turn pydantic's first error into OpenAI's one-line message and `param`."""
     first = exc.errors()[0]
-    # Checked on the whole body or inside a free-form field: the error's context names the field.
-    if first.get("type") in CODED_ERRORS:
-        return str(first.get("msg")), first.get("ctx", {}).get("param")
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     # Union members add their type to the location ("str", "list[TextPart]", "constrained-str"); drop
     # those to name the field itself. Field names are plain identifiers, so they are never dropped.
     loc = [part for part in loc if not (part in UNION_TAGS or "[" in part or "-" in part)]
     param = ".".join(loc) or None
+    if first.get("type") in CODED_ERRORS:
+        # Checked on the whole body or inside a free-form field, the error's context names the field.
+        param = first.get("ctx", {}).get("param") or param
+        message = str(first.get("msg"))
+        return (message if message.startswith(f"{param}:") else f"{param}: {message}"), param
     if first.get("type") == "extra_forbidden" and param:
         field = loc[-1]
         if field in UNSUPPORTED_CHAT_FIELDS | UNSUPPORTED_COMPLETION_FIELDS:

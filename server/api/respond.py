@@ -49,6 +49,7 @@ class ChoiceResult:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    token_ids: list[int] = field(default_factory=list)  # for the output parsers
 
 
 @dataclass
@@ -204,6 +205,7 @@ async def collect(steps: AsyncIterator[Step], choice_count: int, n: int) -> Gene
             choice = choices[prompt_index * n + delta.index]
             choice.text += delta.text
             choice.token_count += delta.token_count
+            choice.token_ids.extend(delta.token_ids)
             if delta.logprobs is not None:
                 choice.logprobs = (choice.logprobs or []) + delta.logprobs
             if delta.finish_reason is not None:

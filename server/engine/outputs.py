@@ -12,9 +12,9 @@ def generation_step(output: Any, prompt_tokens: int, top_k: int | None) -> Gener
     choices = output.outputs
     if top_k is None and len(choices) == 1:  # the common case: one choice, no logprobs
         choice = choices[0]
-        count = len(choice.token_ids)
+        ids = choice.token_ids
         finish, stop = choice.finish_reason, choice.stop_reason
-        deltas = [ChoiceDelta(choice.index, choice.text, count, None, finish, stop)]
+        deltas = [ChoiceDelta(choice.index, choice.text, len(ids), None, finish, stop, ids)]
     else:
         deltas = [_choice_delta(choice, top_k) for choice in choices]
         count = sum(delta.token_count for delta in deltas)
@@ -51,4 +51,5 @@ def _choice_delta(choice: Any, top_k: int | None) -> ChoiceDelta:
         logprobs=logprobs,
         finish_reason=choice.finish_reason,
         stop_reason=choice.stop_reason,
+        token_ids=choice.token_ids,
     )

@@ -7,10 +7,13 @@ nothing of the server, declares its own `AdapterEngine`, which this protocol sat
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.types import AdapterRef
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec
+
+if TYPE_CHECKING:  # the parsers' module imports vLLM: only the engine builds them
+    from server.engine.output_parsing import OutputParsers
 
 # `on_step(produced_output, running, waiting)`, after every engine step, on the event loop.
 StepCallback = Callable[[bool, int, int], None]
@@ -48,6 +51,9 @@ class EngineClient(Generator, Protocol):
     vocab_size: int  # token ids run from 0 to vocab_size - 1
     accepts_images: bool  # a multimodal model: chat messages may hold image parts
     system_fingerprint: str | None  # answers' `system_fingerprint`, as vLLM's --fingerprint-mode builds it
+    output_parsers: (
+        OutputParsers  # reasoning and tool calls out of generated text, as vLLM's parsers read them
+    )
 
     @property
     def is_dead(self) -> bool:

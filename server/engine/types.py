@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class ChoiceDelta:
     finish_reason: str | None  # "stop", "length" or "abort" once finished
     # What stopped it, as vLLM reports it: the stop string or token id; None for EOS or the length limit.
     stop_reason: int | str | None = None
+    token_ids: Sequence[int] = ()  # the tokens themselves, for the output parsers
 
 
 @dataclass(slots=True)
@@ -90,3 +92,51 @@ class GenerationStep:
     queue_s: float | None = None
     # Prompt tokens served from the prefix cache (first step only).
     cached_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallOut:
+    """One finished tool call."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(slots=True)
+class ToolCallFragment:
+    """A streamed piece of a tool call: the first names it (id, name), the rest add argument text."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(slots=True)
+class ParsedDelta:
+    """What one streamed step added, split into reasoning, answer text and tool-call fragments."""
+
+    reasoning: str | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallFragment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    """A whole generated choice, split."""
+
+    reasoning: str | None
+    content: str | None
+    tool_calls: list[ToolCallOut]
+    reasoning_tokens: int
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """The tool fields of one chat request, in OpenAI's chat-completions form."""
+
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None  # "none", "auto", "required" or {"type": "function", ...}
+    parallel_tool_calls: bool = True
+    include_reasoning: bool = True

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from vllm import AsyncEngineArgs, SamplingParams
 from vllm.config import VllmConfig
 from vllm.entrypoints.serve.utils.fingerprint import FingerprintMode, build_system_fingerprint
-from vllm.exceptions import VLLMValidationError
 from vllm.lora.request import LoRARequest
 from vllm.platforms import current_platform
 from vllm.renderers import ChatParams, TokenizeParams
@@ -19,16 +18,17 @@ from vllm.renderers.inputs.preprocess import parse_model_prompt
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.exceptions import EngineDeadError
 
 from adapters.types import AdapterRef
-from server.engine.compat import GracefulHTTPError, VLLMClientError, freeze_vllm_env
+from server.engine.boundary_errors import prompt_length, vllm_errors
+from server.engine.compat import freeze_vllm_env
 from server.engine.grammar_gate import GrammarGate, GrammarLimits
 from server.engine.grammar_setup import open_grammar_gate
+from server.engine.output_parsing import OutputParsers, ParserOptions
 from server.engine.outputs import generation_step, queue_seconds, token_logprob
 from server.engine.step_relay import StepRelay
 from server.engine.types import GenerationStep, PreparedPrompt, SamplingSpec, TokenLogprob
-from server.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
+from server.errors import EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -41,37 +41,6 @@ SERVER_USAGE_CONTEXT = UsageContext.OPENAI_API_SERVER
 def engine_config(engine_args: AsyncEngineArgs) -> VllmConfig:
     """The engine configuration `vllm serve` resolves for the same engine arguments."""
     return engine_args.create_engine_config(usage_context=SERVER_USAGE_CONTEXT)
-
-
-# The parameters vLLM's renderer names when a prompt is longer than the context (in characters before
-# tokenizing, in tokens after).
-PROMPT_TOO_LONG = frozenset({"input_text", "input_tokens"})
-
-
-@contextlib.contextmanager
-def _prompt_length(param: str) -> Iterator[None]:
-    """Turn vLLM's prompt length refusals into our `context_length_exceeded`, naming the request's field."""
-    try:
-        yield
-    except VLLMValidationError as err:
-        if err.parameter not in PROMPT_TOO_LONG:
-            raise
-        raise ContextLengthError(str(err.args[0]) if err.args else str(err), param=param) from err
-
-
-@contextlib.contextmanager
-def _vllm_errors() -> Iterator[None]:
-    """Translate vLLM's exceptions into ours at the boundary."""
-    try:
-        yield
-    except EngineDeadError as err:
-        raise EngineUnavailableError("The engine has stopped; the server cannot serve.") from err
-    except VLLMValidationError as err:
-        raise InvalidRequestError(str(err.args[0]) if err.args else str(err), param=err.parameter) from err
-    except VLLMClientError as err:
-        raise InvalidRequestError(str(err)) from err
-    except GracefulHTTPError as err:
-        raise EngineUnavailableError(err.message) from err
 
 
 class VllmEngine:
@@ -87,9 +56,11 @@ class VllmEngine:
         *,
         template_defaults: dict[str, Any] | None = None,
         system_fingerprint: str | None = None,
+        output_parsers: OutputParsers | None = None,
     ) -> None:
         self._llm = llm
         self.system_fingerprint = system_fingerprint
+        self.output_parsers = output_parsers or OutputParsers(llm.get_tokenizer(), "-", ParserOptions())
         self._grammar_gate = grammar_gate  # None: schemas go to the engine's compile unchecked
         self._chat_template = chat_template  # None: the tokenizer's own
         self._template_defaults = template_defaults  # --default-chat-template-kwargs: a request's win
@@ -116,6 +87,8 @@ class VllmEngine:
         grammar_limits: GrammarLimits | None = None,
         template_defaults: dict[str, Any] | None = None,
         fingerprint: tuple[FingerprintMode, str | None] = ("full", None),
+        *,
+        parsers: ParserOptions | None = None,
     ) -> VllmEngine:
         """Create the engine (spawns vLLM's engine-core process and loads the model).
 
@@ -125,6 +98,7 @@ class VllmEngine:
             grammar_limits: How `check_grammar` bounds compiles (None: it checks nothing).
             template_defaults: Chat template variables every render gets unless the request sets them.
             fingerprint: vLLM's --fingerprint-mode and --fingerprint-value, for `system_fingerprint`.
+            parsers: vLLM's tool-call parser flags (the engine's own --reasoning-parser joins them).
 
         Returns:
             The running engine.
@@ -160,6 +134,11 @@ class VllmEngine:
             gate,
             template_defaults=template_defaults,
             system_fingerprint=build_system_fingerprint(llm.vllm_config, *fingerprint),
+            output_parsers=OutputParsers(
+                llm.get_tokenizer(),
+                names[0],
+                replace(parsers or ParserOptions(), reasoning_parser=engine_args.reasoning_parser or None),
+            ),
         )
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
@@ -171,7 +150,7 @@ class VllmEngine:
     ) -> PreparedPrompt:
         """Tokenize a completion prompt (or take its token ids as given)."""
         renderer = self._llm.renderer
-        with _vllm_errors(), _prompt_length("prompt"):
+        with vllm_errors(), prompt_length("prompt"):
             (engine_input,) = await renderer.render_cmpl_async(
                 [parse_model_prompt(self._llm.model_config, prompt)],
                 self._tokenize_params(add_special_tokens),
@@ -200,7 +179,7 @@ class VllmEngine:
         processing, which loads the images and puts them in the prompt it returns.
         """
         renderer = self._llm.renderer
-        with _vllm_errors(), _prompt_length("messages"):
+        with vllm_errors(), prompt_length("messages"):
             try:
                 _, (engine_input,) = await renderer.render_chat_async(
                     [list(messages)],
@@ -307,7 +286,7 @@ class VllmEngine:
             InvalidRequestError: vLLM refused the parameters.
             EngineUnavailableError: The engine is dead or refused admission.
         """
-        with _vllm_errors():
+        with vllm_errors():
             params = self._sampling_params(spec)
             lora = _lora_request(adapter) if adapter is not None else None
             top_k, prompt_tokens, first = spec.logprobs, len(prompt.token_ids), True
@@ -361,7 +340,7 @@ class VllmEngine:
         Raises:
             RuntimeError: The engine refused it (the engine itself keeps serving).
         """
-        with _vllm_errors():
+        with vllm_errors():
             if not await self._llm.add_lora(_lora_request(ref)):
                 raise RuntimeError(f"vLLM did not add adapter {ref.engine_name}")
 
@@ -381,7 +360,7 @@ class VllmEngine:
         """Raise `EngineUnavailableError` unless the engine can serve."""
         if self._llm.errored:
             raise EngineUnavailableError("The engine has stopped; the server cannot serve.")
-        with _vllm_errors():
+        with vllm_errors():
             await self._llm.check_health()
 
     def shutdown(self) -> None:

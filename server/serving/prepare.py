@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.engine.protocol import EngineClient
 from server.engine.types import PreparedPrompt, SamplingSpec
@@ -27,7 +27,11 @@ from server.protocol import (
 )
 from server.request_fields import StructuredOutputs
 from server.serving.schema_limits import SchemaLimits, check_constraint_limits, check_schema_limits
+from server.serving.tools import check_tools, output_parsing, template_tools, tool_chars
 from server.unencodable import first_unencodable
+
+if TYPE_CHECKING:
+    from server.engine.output_parsing import RequestParsing
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class InputLimits:
     chat_messages: int
     response_tokens: int  # n x max_tokens x (1 + top_logprobs), over all prompts
     schema: SchemaLimits = SchemaLimits()  # a response_format JSON schema's size
+    tools: int = 128  # functions in one request's `tools` (OpenAI's bound)
 
 
 def resolve_max_tokens(prompt_tokens: int, requested: int | None, max_model_len: int, what: str) -> int:
@@ -268,13 +273,22 @@ def check_sequences(prompts: int, n: int, max_num_seqs: int) -> None:
 
 async def prepare_chat(
     engine: EngineClient, body: ChatCompletionRequest, limits: InputLimits
-) -> tuple[PreparedPrompt, SamplingSpec]:
-    """Template and tokenize a chat request, check its sizes and build its sampling spec."""
+) -> tuple[PreparedPrompt, SamplingSpec, RequestParsing | None]:
+    """Template and tokenize a chat request, check its sizes and build its sampling spec.
+
+    Returns:
+        The prompt, the sampling spec, and how the output is to be read (None: as plain text).
+    """
     check_sequences(1, body.n, engine.max_num_seqs)
     check_chat_messages(len(body.messages), limits.chat_messages)
-    check_prompt_chars(chat_chars(body), limits.prompt_chars, "messages")
+    check_prompt_chars(chat_chars(body) + tool_chars(body), limits.prompt_chars, "messages")
+    check_tools(body, engine.output_parsers, limits.tools, limits.schema)
     messages = template_messages(engine, body.messages)
-    prompt = await engine.render_chat(messages, body.chat_template_kwargs)
+    template_kwargs = body.chat_template_kwargs
+    tools = template_tools(body)
+    if tools is not None:  # how vLLM hands a chat template its tools
+        template_kwargs = {**(template_kwargs or {}), "tools": tools}
+    prompt = await engine.render_chat(messages, template_kwargs)
     max_tokens = resolve_max_tokens(
         len(prompt.token_ids), body.max_output_tokens, engine.max_model_len, "messages"
     )
@@ -288,6 +302,7 @@ async def prepare_chat(
         max_tokens_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         alternatives_param="top_logprobs",
     )
+    parsing = output_parsing(body, engine.output_parsers)
     # Last, so a request refused for anything else costs no compile.
     constraint: dict[str, Any] = {}
     if body.structured_outputs is not None:
@@ -298,7 +313,18 @@ async def prepare_chat(
         constraint = {"json_schema": json_schema}
     elif body.response_format is not None and body.response_format.type == "json_object":
         constraint = {"json_object": True}
-    return prompt, _spec(body, max_tokens, logprobs=logprobs, prompt_logprobs=None, constraint=constraint)
+    elif parsing is not None and parsing.constraint_schema is not None:  # a required or named tool call
+        schema = parsing.constraint_schema
+        if isinstance(schema, str):
+            schema = _json_object(schema, "tools")
+        await _checked_schema(engine, schema, limits.schema, "tools")
+        constraint = {"json_schema": schema, "structured_param": "tools"}
+    spec = _spec(body, max_tokens, logprobs=logprobs, prompt_logprobs=None, constraint=constraint)
+    if (
+        parsing is not None and not parsing.skip_special_tokens
+    ):  # the parser reads markers some models mark special
+        spec = replace(spec, skip_special_tokens=False)
+    return prompt, spec, parsing
 
 
 async def prepare_completion(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,27 @@ from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, Sam
 from server.errors import InvalidRequestError
 
 WORDS = ["alpha ", "beta ", "gamma ", "delta ", "epsilon "]
+
+
+@functools.cache
+def embedded_tokenizer() -> Any:
+    """The embedded model's tokenizer (built once per process), whose markup vLLM's parsers know."""
+    from server.default_model import build_tokenizer  # noqa: PLC0415
+
+    return build_tokenizer()
+
+
+@functools.cache
+def output_parsers(tool_call_parser: str | None = None, reasoning_parser: str | None = None) -> Any:
+    """vLLM's parsers over the embedded tokenizer, as the real engine builds them for these flags."""
+    from server.engine.output_parsing import OutputParsers, ParserOptions  # noqa: PLC0415 - imports vLLM
+
+    options = ParserOptions(
+        tool_call_parser=tool_call_parser,
+        enable_auto_tool_choice=tool_call_parser is not None,
+        reasoning_parser=reasoning_parser,
+    )
+    return OutputParsers(embedded_tokenizer(), "fake-model", options)
 
 
 class FakeEngine:
@@ -29,8 +51,18 @@ class FakeEngine:
     max_lora_rank = 0
     max_loras = 0
 
-    def __init__(self, step_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        step_delay_s: float = 0.0,
+        *,
+        script: str | None = None,
+        tool_call_parser: str | None = None,
+        reasoning_parser: str | None = None,
+    ) -> None:
         self.step_delay_s = step_delay_s
+        # With a script, every choice says it, a token of the embedded tokenizer per step, then stops.
+        self.script = script
+        self._parsers = (tool_call_parser, reasoning_parser)
         self.aborted: list[str] = []
         self.healthy = True
         self.is_dead = False
@@ -39,6 +71,11 @@ class FakeEngine:
         self.grammar_checks: list[str] = []
         self.specs: list[SamplingSpec] = []  # every spec `generate` was given
         self.template_kwargs: list[Mapping[str, Any] | None] = []  # every `render_chat`'s extra variables
+
+    @property
+    def output_parsers(self) -> Any:
+        """vLLM's output parsers for this engine's parser flags."""
+        return output_parsers(*self._parsers)
 
     def observe_steps(self, on_step: StepCallback) -> None:
         self.on_step = on_step
@@ -84,6 +121,10 @@ class FakeEngine:
         self.specs.append(spec)
         if spec.n > 1 and spec.temperature == 0:
             raise InvalidRequestError("n must be 1 when using greedy sampling")
+        if self.script is not None:
+            async for step in self._say(self.script, len(prompt.token_ids), spec.n):
+                yield step
+            return
         for step_index in range(spec.max_tokens or 1):
             await asyncio.sleep(self.step_delay_s)  # the engine's step time: the behaviour this double plays
             last = step_index == (spec.max_tokens or 1) - 1
@@ -95,6 +136,21 @@ class FakeEngine:
             if step_index == 0:
                 step.cached_tokens = len(prompt.token_ids) // 2  # as if a prefix were cached
             yield step
+
+    async def _say(self, text: str, prompt_tokens: int, n: int) -> AsyncIterator[GenerationStep]:
+        tokenizer = embedded_tokenizer()
+        ids = tokenizer.encode(text)
+        said = ""
+        for position, token_id in enumerate(ids):
+            await asyncio.sleep(self.step_delay_s)
+            whole = tokenizer.decode(ids[: position + 1])
+            piece, said = whole[len(said) :], whole
+            last = position == len(ids) - 1
+            deltas = [
+                ChoiceDelta(i, piece, 1, None, "stop" if last else None, token_ids=[token_id])
+                for i in range(n)
+            ]
+            yield GenerationStep(prompt_tokens, deltas, last, n)
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)

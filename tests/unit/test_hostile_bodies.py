@@ -11,7 +11,8 @@ from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionReque
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VllmCompletionRequest
 from vllm.exceptions import VLLMValidationError
 
-from server.engine.vllm_engine import VllmEngine, _prompt_length
+from server.engine.boundary_errors import prompt_length
+from server.engine.vllm_engine import VllmEngine
 from server.errors import (
     ContextLengthError,
     ResponseTooLargeError,
@@ -143,14 +144,14 @@ def test_an_answer_at_the_cap_is_accepted() -> None:
 
 @pytest.mark.parametrize("parameter", ["input_tokens", "input_text"])
 def test_vllms_prompt_length_refusal_is_context_length_exceeded_naming_our_field(parameter: str) -> None:
-    with pytest.raises(ContextLengthError) as caught, _prompt_length("messages"):
+    with pytest.raises(ContextLengthError) as caught, prompt_length("messages"):
         raise VLLMValidationError("This model's maximum context length is 8 tokens.", parameter=parameter)
     assert caught.value.param == "messages"
     assert caught.value.message == "This model's maximum context length is 8 tokens."
 
 
 def test_other_vllm_refusals_pass_through() -> None:
-    with pytest.raises(VLLMValidationError), _prompt_length("prompt"):
+    with pytest.raises(VLLMValidationError), prompt_length("prompt"):
         raise VLLMValidationError("bad", parameter="truncation_side")
 
 

@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from typing import Any
 
+from server.cli_flags.agents import AGENT_FLAGS
+from server.cli_flags.flag import Flag
 from server.cli_values import json_list, json_object, lora_module
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One wattserve flag: its spelling, the settings field it sets, its help, extra argparse options."""
-
-    flag: str
-    field: str
-    help: str
-    options: dict[str, Any] = dataclass_field(default_factory=dict)
-
 
 SERVER_FLAGS: list[Flag] = [
     Flag("--host", "host", "Address to listen on."),
@@ -389,5 +377,14 @@ GROUP_TITLES = [
     "admission and input limits",
     "service tiers and energy policy",
     "energy",
+    "agents: tools and the Responses API",
 ]
-FLAG_GROUPS = [SERVER_FLAGS, OPENAI_FLAGS, ADAPTER_FLAGS, ADMISSION_FLAGS, TIER_FLAGS, ENERGY_FLAGS]
+FLAG_GROUPS = [
+    SERVER_FLAGS,
+    OPENAI_FLAGS,
+    ADAPTER_FLAGS,
+    ADMISSION_FLAGS,
+    TIER_FLAGS,
+    ENERGY_FLAGS,
+    AGENT_FLAGS,
+]
