@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from adapters.loader import AdapterManager
 from server.api.app import build_http_app
 from server.api.lifespan import make_lifespan
+from server.api.responses_service import ResponsesService
 from server.api.scrape import server_snapshots
 from server.api.state import AnswerOptions, AppState, Serving
 from server.energy.books import EnergyBooks, EnergyExporter
@@ -48,6 +49,7 @@ from server.serving.prepare import InputLimits
 from server.serving.schema_limits import SchemaLimits
 from server.serving.scope import ScopeServices
 from server.settings import DEFAULT_MAX_RESPONSE_TOKENS, ServerSettings
+from server.storage.response_store import ResponseStore, StoreLimits
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Running:
     policy: ServingPolicy
     aborts: EngineAborts
     intake: RequestIntake
+    responses: ResponsesService
 
 
 def create_app(
@@ -177,8 +180,9 @@ def compose(
         )
         lifecycle.attach(loop, intake)
         lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)
-        running = Running(engine, sampler, adapters, watcher, policy, aborts, intake)
-        return Serving(engine, adapters, intake), running
+        responses = await ResponsesService.open(await _open_response_store(settings))
+        running = Running(engine, sampler, adapters, watcher, policy, aborts, intake, responses)
+        return Serving(engine, adapters, intake, responses), running
 
     async def stop(running: Running) -> None:
         lifecycle.begin_drain()
@@ -186,9 +190,7 @@ def compose(
             running.watcher.cancel()
         for scope in running.intake.open_scopes():
             scope.close(Status.ABORTED)
-        await _bounded(running.aborts.wait(), "engine aborts")
-        if running.adapters is not None:
-            await _bounded(running.adapters.drain(), "adapter retirements")
+        await _finish_requests_work(running)
         running.sampler.stop()
         running.policy.stop()
         lifecycle.stop()
@@ -197,6 +199,24 @@ def compose(
 
     app = build_http_app(settings, state, make_lifespan(state, start, stop))
     return Composed(app, lifecycle)
+
+
+async def _finish_requests_work(running: Running) -> None:
+    """Wait, each step bounded, for what requests left running: background responses, aborts, adapters."""
+    await _bounded(running.responses.close(), "background responses and stored-response writes")
+    await _bounded(running.aborts.wait(), "engine aborts")
+    if running.adapters is not None:
+        await _bounded(running.adapters.drain(), "adapter retirements")
+
+
+async def _open_response_store(settings: ServerSettings) -> ResponseStore:
+    path = settings.responses_store or settings.cache_dir / "responses.sqlite3"
+    limits = StoreLimits(
+        settings.responses_store_max_count,
+        settings.responses_store_max_bytes,
+        settings.responses_store_ttl_seconds,
+    )
+    return await ResponseStore.open(path, limits)
 
 
 def _carbon_model(settings: ServerSettings) -> CarbonModel:

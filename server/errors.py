@@ -101,6 +101,14 @@ class ModelNotFoundError(ServerError):
     code = "model_not_found"
 
 
+class ResponseNotFoundError(ServerError):
+    """No stored response of that id for this caller (absent, expired, or another key's: answered alike)."""
+
+    status = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "response_not_found"
+
+
 class PayloadTooLargeError(ServerError):
     """The request body is larger than the server accepts."""
 

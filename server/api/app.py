@@ -14,7 +14,7 @@ from server.api.auth import KeyMiddleware
 from server.api.body_limit import BodyLimitMiddleware
 from server.api.errors import install_error_handlers, openapi_without_422
 from server.api.request_id import RequestIdMiddleware
-from server.api.routes import adapters, chat, completions, energy, health, models, tokenize
+from server.api.routes import adapters, chat, completions, energy, health, models, responses, tokenize
 from server.api.state import AppState
 from server.settings import ServerSettings
 
@@ -56,7 +56,7 @@ def build_http_app(settings: ServerSettings, state: AppState, lifespan: Lifespan
         app.add_middleware(RequestIdMiddleware)
     for path in settings.middleware:
         add_middleware_at(app, path)
-    for module in (chat, completions, models, tokenize, adapters, energy, health):
+    for module in (chat, completions, responses, models, tokenize, adapters, energy, health):
         app.include_router(module.router)
     return app
 

@@ -23,11 +23,13 @@ from server.answers import ErrorResponse
 from server.errors import PayloadTooLargeError, ServerError, error_body, server_error_body
 from server.protocol import UNSUPPORTED_CHAT_FIELDS, UNSUPPORTED_COMPLETION_FIELDS
 from server.request_fields import CODED_ERRORS as CODED_FIELD_ERRORS
+from server.responses_wire import CODED_ERRORS as CODED_RESPONSES_ERRORS
+from server.responses_wire import UNSUPPORTED_RESPONSES_FIELDS
 from server.unencodable import INVALID_ENCODING
 
 logger = logging.getLogger(__name__)
 # Validation errors answered with their type as `code` and the `param` their context names.
-CODED_ERRORS = CODED_FIELD_ERRORS | {INVALID_ENCODING}
+CODED_ERRORS = CODED_FIELD_ERRORS | CODED_RESPONSES_ERRORS | {INVALID_ENCODING}
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
@@ -50,7 +52,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return (message if message.startswith(f"{param}:") else f"{param}: {message}"), param
     if first.get("type") == "extra_forbidden" and param:
         field = loc[-1]
-        if field in UNSUPPORTED_CHAT_FIELDS | UNSUPPORTED_COMPLETION_FIELDS:
+        if field in UNSUPPORTED_CHAT_FIELDS | UNSUPPORTED_COMPLETION_FIELDS | UNSUPPORTED_RESPONSES_FIELDS:
             return f"'{field}' is not supported by this server", param
         return f"Unrecognized request argument supplied: {param}", param
     if first.get("type") == "json_invalid":
@@ -70,10 +72,9 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-SERVED_ROUTES = "/v1/chat/completions, /v1/completions and /v1/models"
+SERVED_ROUTES = "/v1/chat/completions, /v1/completions, /v1/responses and /v1/models"
 # OpenAI's API families this server does not serve: a client calling one learns which, not just 404.
 UNSERVED_OPENAI_APIS = (
-    "responses",
     "embeddings",
     "batches",
     "files",

@@ -178,7 +178,7 @@ async def respond(
             scope.hand_off()
             return ScopedStreamingResponse(_events(scope, wording, first, steps, spec), scope, scope.headers)
         result = await unless_disconnected(request, collect(steps, len(prompts) * spec.n, spec.n))
-        _raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
+        raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
         body = wording.body(result, usage_of(scope, await scope.finish()))
         return ScopedResponse(await serialize(body, _size_estimate(result)), scope, scope.headers)
 
@@ -230,7 +230,7 @@ def usage_of(scope: RequestScope, energy: EnergyFigures | None) -> Usage:
     )
 
 
-def _raise_for_finish(reasons: set[str | None], spec: SamplingSpec) -> None:
+def raise_for_finish(reasons: set[str | None], spec: SamplingSpec) -> None:
     """Turn vLLM's finish reasons outside OpenAI's set into errors.
 
     Raises:
@@ -275,7 +275,7 @@ async def _events(
                 yield chunk
             if step.finished:
                 reasons |= _finish_reasons(step)
-        _raise_for_finish(reasons, spec)
+        raise_for_finish(reasons, spec)
         usage = wording.stream_usage(usage_of(scope, await scope.finish()))
         if usage:
             yield usage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -12,6 +13,9 @@ from server.api.scrape import ScrapeSnapshots
 from server.engine.protocol import EngineClient
 from server.errors import EngineUnavailableError
 from server.serving.intake import RequestIntake
+
+if TYPE_CHECKING:
+    from server.api.responses_service import ResponsesService
 
 NOT_RUNNING = "The engine is not running."
 
@@ -23,6 +27,7 @@ class Serving:
     engine: EngineClient
     adapters: AdapterManager | None
     intake: RequestIntake
+    responses: ResponsesService | None = None  # the Responses API's store and background runs
 
 
 @dataclass(frozen=True)

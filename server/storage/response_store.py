@@ -344,6 +344,12 @@ class ResponseStore:
         """
         await self._call(self._tables.put, record)
 
+    def submit_put(self, record: StoredResponse) -> asyncio.Future[None]:
+        """Queue `record`'s write now; any call made later runs after it (one worker), so finds it."""
+        if self._closed:
+            raise ResponseStoreError("the response store is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._tables.put, record)
+
     async def get(self, response_id: str, owner: str) -> StoredResponse | None:
         """The response stored as `response_id` by `owner`.
 

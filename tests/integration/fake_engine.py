@@ -71,6 +71,7 @@ class FakeEngine:
         self.grammar_checks: list[str] = []
         self.specs: list[SamplingSpec] = []  # every spec `generate` was given
         self.template_kwargs: list[Mapping[str, Any] | None] = []  # every `render_chat`'s extra variables
+        self.rendered: list[list[dict[str, Any]]] = []  # every `render_chat`'s messages
 
     @property
     def output_parsers(self) -> Any:
@@ -105,7 +106,8 @@ class FakeEngine:
         add_generation_prompt: bool = True,
     ) -> PreparedPrompt:
         self.template_kwargs.append(template_kwargs)
-        text = " ".join(message["content"] for message in messages)
+        self.rendered.append(list(messages))
+        text = " ".join(message["content"] or "" for message in messages)
         # Two template tokens around the words, and one more for the generation prompt.
         return PreparedPrompt(list(range(len(text.split()) + 1 + add_generation_prompt)), text)
 
