@@ -22,13 +22,20 @@ from tests.e2e.conftest import API_KEY, MODEL, Server
 
 pytestmark = pytest.mark.e2e
 EXAMPLES_PER_OPERATION = 25
-CAPS = {"max_tokens": 8, "max_completion_tokens": 8, "n": 2, "top_logprobs": 2, "logprobs": 2}
+CAPS = {
+    "max_tokens": 8,
+    "max_completion_tokens": 8,
+    "max_output_tokens": 8,
+    "n": 2,
+    "top_logprobs": 2,
+    "logprobs": 2,
+}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
     """Keep generation cheap: cap output length and choices, and ask for the served model."""
-    if isinstance(case.body, dict) and case.path in ("/v1/chat/completions", "/v1/completions"):
+    if isinstance(case.body, dict) and case.path in CAPPED_PATHS:
         for key, cap in CAPS.items():
             value = case.body.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > cap:
@@ -39,6 +46,7 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
 
 
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
+CAPPED_PATHS = (*GENERATION_PATHS, "/v1/responses")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
