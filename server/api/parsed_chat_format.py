@@ -52,6 +52,20 @@ def _chunks(fragments: list[ToolCallFragment]) -> list[ToolCallChunk] | None:
     ]
 
 
+def with_reasoning(usage: Usage, reasoning_tokens: int) -> Usage:
+    """`usage` with the reasoning tokens counted, and their share of the energy.
+
+    The meter cannot tell a reasoning token's joules from an answer token's within one request: the
+    request's joules are split by token count, and the field's name says what it is.
+    """
+    details = CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
+    energy = usage.energy
+    if energy is not None and usage.completion_tokens:
+        share = reasoning_tokens / usage.completion_tokens
+        energy = energy.model_copy(update={"reasoning_joules": energy.joules * share})
+    return usage.model_copy(update={"completion_tokens_details": details, "energy": energy})
+
+
 class ParsedChatFormat(ChatFormat):
     """Chat chunks and bodies through one output reader per choice."""
 
@@ -103,16 +117,7 @@ class ParsedChatFormat(ChatFormat):
         return sse_event(self._chunk([choice], usage, last=finish is not None and not self._include_usage))
 
     def _with_reasoning(self, usage: Usage, reasoning_tokens: int) -> Usage:
-        if not self._reasoning:
-            return usage
-        details = CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
-        energy = usage.energy
-        if energy is not None and usage.completion_tokens:
-            # The meter cannot tell a reasoning token's joules from an answer token's within one request;
-            # the request's joules are split by token count, and the field's name says what it is.
-            share = reasoning_tokens / usage.completion_tokens
-            energy = energy.model_copy(update={"reasoning_joules": energy.joules * share})
-        return usage.model_copy(update={"completion_tokens_details": details, "energy": energy})
+        return with_reasoning(usage, reasoning_tokens) if self._reasoning else usage
 
     def stream_usage(self, usage: Usage) -> bytes:
         """The final usage chunk, with the reasoning tokens of every choice."""

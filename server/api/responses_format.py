@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from server.answers import Usage
+from server.api.parsed_chat_format import with_reasoning
 from server.api.respond import GenerationResult
 from server.engine.types import GenerationStep, ParsedDelta, ParsedOutput, ToolCallFragment
 from server.responses_answers import (
@@ -58,16 +59,21 @@ def response_event(event: BaseModel) -> bytes:
 
 
 def finished_response(
-    response: Response, items: list[Any], usage: Usage, reasoning_tokens: int, cut: bool
+    response: Response, items: list[Any], usage: Usage, reasoning_tokens: int | None, cut: bool
 ) -> Response:
-    """`response` finished with `items` and `usage`: completed, or incomplete when cut by the length limit."""
+    """`response` finished with `items` and `usage`: completed, or incomplete when cut by the length limit.
+
+    `reasoning_tokens` is None without a reasoning parser (nothing counted).
+    """
+    if reasoning_tokens is not None:
+        usage = with_reasoning(usage, reasoning_tokens)
     return response.model_copy(
         update={
             "status": "incomplete" if cut else "completed",
             "incomplete_details": IncompleteDetails(reason="max_output_tokens") if cut else None,
             "completed_at": None if cut else int(time.time()),
             "output": items,
-            "usage": ResponseUsage.from_chat_usage(usage, reasoning_tokens),
+            "usage": ResponseUsage.from_chat_usage(usage, reasoning_tokens or 0),
         }
     )
 
@@ -118,6 +124,7 @@ class ResponsesFormat:
         on_finished: Callable[[Response], None],
     ) -> None:
         self._response = response
+        self._parsing = parsing
         self._reader: ChoiceReader | None = parsing.reader(prompt_token_ids) if parsing is not None else None
         self._on_finished = on_finished
         self._sequence = 0
@@ -253,7 +260,9 @@ class ResponsesFormat:
         out = self._close()
         if not self._items:  # nothing was said: an empty message, as the body has
             out += self._open_kind("message") + self._close()
-        reasoning = self._reader.reasoning_tokens(self._token_ids) if self._reader is not None else 0
+        reasoning = None
+        if self._parsing is not None and self._parsing.counts_reasoning and self._reader is not None:
+            reasoning = self._reader.reasoning_tokens(self._token_ids)
         response = finished_response(self._response, self._items, usage, reasoning, self._cut)
         self._on_finished(response)
         last = ResponseIncompleteEvent if self._cut else ResponseCompletedEvent
@@ -267,8 +276,8 @@ class ResponsesFormat:
         else:
             parsed = self._reader.parse(choice.text, choice.token_ids)
         cut = choice.finish_reason == LENGTH_FINISH
-        response = finished_response(
-            self._response, output_items(parsed), usage, parsed.reasoning_tokens, cut
-        )
+        counts = self._parsing is not None and self._parsing.counts_reasoning
+        reasoning = parsed.reasoning_tokens if counts else None
+        response = finished_response(self._response, output_items(parsed), usage, reasoning, cut)
         self._on_finished(response)
         return response

@@ -230,3 +230,18 @@ async def test_a_background_response_that_cannot_be_served_is_stored_as_failed(t
         failed = await api.responses.retrieve(queued.id)
     assert failed.status == "failed"
     assert "maximum context length" in failed.error.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_reasoning_is_a_reasoning_item_counted_in_usage(tmp_path: Path, stream: bool) -> None:
+    engine = FakeEngine(script="<think>Oslo is in Norway.</think>Sunny.", reasoning_parser="deepseek_r1")
+    async with client(engine, tmp_path) as api:
+        if stream:
+            async with api.responses.stream(model=MODEL, input="Weather?") as events:
+                response = await events.get_final_response()
+        else:
+            response = await api.responses.create(model=MODEL, input="Weather?")
+    reasoning, message = response.output
+    assert (reasoning.type, reasoning.content[0].text) == ("reasoning", "Oslo is in Norway.")
+    assert response.output_text == "Sunny."
+    assert 0 < response.usage.output_tokens_details.reasoning_tokens < response.usage.output_tokens
