@@ -148,11 +148,31 @@ class ScopedResponse(Response):
             self._request_scope.delivered()
 
 
+Prepare = Callable[[], Awaitable[tuple[list[PreparedPrompt], SamplingSpec]]]
+MakeFormat = Callable[[str, list[PreparedPrompt]], ResponseFormat]
+
+
+async def answer_in_full(
+    scope: RequestScope, prepare: Prepare, make_format: MakeFormat, *, prefix: str
+) -> BaseModel:
+    """Run one request with no client waiting on a connection (a background response, a batch line).
+
+    Raises:
+        ServerError: As the live path answers it (400s, 404, 503), for the caller to record.
+    """
+    async with scope:
+        prompts, spec = await prepare()
+        wording = make_format(scope.new_request_id(prefix), prompts)
+        result = await collect(scope.generate(prompts, spec), len(prompts) * spec.n, spec.n)
+        raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
+        return wording.body(result, usage_of(scope, await scope.finish()))
+
+
 async def respond(
     scope: RequestScope,
     request: Request,
-    prepare: Callable[[], Awaitable[tuple[list[PreparedPrompt], SamplingSpec]]],
-    make_format: Callable[[str, list[PreparedPrompt]], ResponseFormat],
+    prepare: Prepare,
+    make_format: MakeFormat,
     *,
     prefix: str,
     stream: bool,

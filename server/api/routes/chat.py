@@ -13,9 +13,9 @@ from server.api.chat_format import ChatFormat
 from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
 from server.api.parsed_chat_format import ParsedChatFormat
-from server.api.respond import respond
+from server.api.respond import MakeFormat, Prepare, respond
 from server.api.sse import EVENT_SCHEMA
-from server.api.state import AppState, Serving, get_serving, get_state
+from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
 from server.engine.types import PreparedPrompt, SamplingSpec
 from server.protocol import ChatCompletionRequest
 from server.serving.prepare import prepare_chat
@@ -46,17 +46,25 @@ async def create_chat_completion(
     intake = serving.intake
     scope = await intake.open(body.model, body.tier, partial(unless_disconnected, request))
 
+    prepare, wording = chat_plan(serving, body, state.answers)
+    return await respond(scope, request, prepare, wording, prefix="chatcmpl", stream=body.stream)
+
+
+def chat_plan(
+    serving: Serving, body: ChatCompletionRequest, answers: AnswerOptions
+) -> tuple[Prepare, MakeFormat]:
+    """How a chat request is prepared and worded (live, in the background, or as a batch line)."""
     parsing: RequestParsing | None = None
 
     async def prepare() -> tuple[list[PreparedPrompt], SamplingSpec]:
         nonlocal parsing
-        prompt, spec, parsing = await prepare_chat(serving.engine, body, intake.limits)
+        prompt, spec, parsing = await prepare_chat(serving.engine, body, serving.intake.limits)
         return [prompt], spec
 
     def wording(request_id: str, prompts: list[PreparedPrompt]) -> ChatFormat:
         fingerprint = serving.engine.system_fingerprint
         if parsing is None:  # plain text: the lean per-token path
-            return ChatFormat(body, request_id, len(prompts[0].token_ids), state.answers, fingerprint)
-        return ParsedChatFormat(body, request_id, prompts[0].token_ids, state.answers, fingerprint, parsing)
+            return ChatFormat(body, request_id, len(prompts[0].token_ids), answers, fingerprint)
+        return ParsedChatFormat(body, request_id, prompts[0].token_ids, answers, fingerprint, parsing)
 
-    return await respond(scope, request, prepare, wording, prefix="chatcmpl", stream=body.stream)
+    return prepare, wording

@@ -11,9 +11,16 @@ from fastapi.responses import Response
 from server.answers import CompletionChoice, CompletionLogprobs, CompletionResponse, Usage
 from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
-from server.api.respond import UNDOCUMENTED_FINISH, GenerationResult, RunningUsage, respond
+from server.api.respond import (
+    UNDOCUMENTED_FINISH,
+    GenerationResult,
+    MakeFormat,
+    Prepare,
+    RunningUsage,
+    respond,
+)
 from server.api.sse import EVENT_SCHEMA, HOLE, EventTemplate, sse_event
-from server.api.state import AppState, Serving, get_serving, get_state
+from server.api.state import AnswerOptions, AppState, Serving, get_serving, get_state
 from server.engine.types import ChoiceDelta, GenerationStep, PreparedPrompt, TokenLogprob
 from server.protocol import CompletionRequest
 from server.serving.prepare import prepare_completion
@@ -171,17 +178,22 @@ async def create_completion(
     """Create completions for one or several prompts, streamed when `stream` is true."""
     intake = serving.intake
     scope = await intake.open(body.model, body.tier, partial(unless_disconnected, request))
-    return await respond(
-        scope,
-        request,
-        lambda: prepare_completion(serving.engine, body, intake.limits),
-        lambda request_id, prompts: CompletionFormat(
+    prepare, wording = completion_plan(serving, body, state.answers)
+    return await respond(scope, request, prepare, wording, prefix="cmpl", stream=body.stream)
+
+
+def completion_plan(
+    serving: Serving, body: CompletionRequest, answers: AnswerOptions
+) -> tuple[Prepare, MakeFormat]:
+    """How a completion request is prepared and worded (live or as a batch line)."""
+
+    def wording(request_id: str, prompts: list[PreparedPrompt]) -> CompletionFormat:
+        return CompletionFormat(
             body,
             request_id,
             prompts,
-            force_usage=state.answers.force_include_usage,
+            force_usage=answers.force_include_usage,
             system_fingerprint=serving.engine.system_fingerprint,
-        ),
-        prefix="cmpl",
-        stream=body.stream,
-    )
+        )
+
+    return lambda: prepare_completion(serving.engine, body, serving.intake.limits), wording

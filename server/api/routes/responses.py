@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from server.api.disconnect import unless_disconnected
 from server.api.errors import documented_errors
-from server.api.respond import collect, raise_for_finish, respond, usage_of
+from server.api.respond import answer_in_full, respond
 from server.api.responses_format import ResponsesFormat
 from server.api.responses_service import ResponsesService, as_items, owner_of
 from server.api.sse import EVENT_SCHEMA
@@ -114,13 +114,8 @@ async def _background(
 ) -> None:
     try:
         scope = await run.serving.intake.open(run.body.model, run.body.tier, _unwatched)
-        async with scope:
-            service.save(owner, run.response, conversation)  # admitted: in progress
-            prompts, spec = await run.prepare()
-            wording = run.wording(scope.new_request_id("resp"), prompts)
-            result = await collect(scope.generate(prompts, spec), len(prompts) * spec.n, spec.n)
-            raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
-            wording.body(result, usage_of(scope, await scope.finish()))  # saves the finished response
+        service.save(owner, run.response, conversation)  # admitted: in progress
+        await answer_in_full(scope, run.prepare, run.wording, prefix="resp")  # saves the finished response
     except BaseException as err:
         service.ended(owner, run.response, conversation, err)
         if not isinstance(err, Exception):
