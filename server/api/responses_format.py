@@ -78,8 +78,11 @@ def finished_response(
     )
 
 
-def output_items(parsed: ParsedOutput) -> list[Any]:
-    """A whole generation's output items: reasoning, the message, then the function calls."""
+def output_items(parsed: ParsedOutput, cut: bool = False) -> list[Any]:
+    """A whole generation's output items: reasoning, the message, then the function calls.
+
+    When `cut` by the length limit, the last item is `incomplete`, as the stream closes it.
+    """
     items: list[Any] = []
     if parsed.reasoning:
         items.append(
@@ -96,6 +99,8 @@ def output_items(parsed: ParsedOutput) -> list[Any]:
         )
         for call in parsed.tool_calls
     )
+    if cut:
+        items[-1] = items[-1].model_copy(update={"status": "incomplete"})
     return items
 
 
@@ -278,6 +283,6 @@ class ResponsesFormat:
         cut = choice.finish_reason == LENGTH_FINISH
         counts = self._parsing is not None and self._parsing.counts_reasoning
         reasoning = parsed.reasoning_tokens if counts else None
-        response = finished_response(self._response, output_items(parsed), usage, reasoning, cut)
+        response = finished_response(self._response, output_items(parsed, cut), usage, reasoning, cut)
         self._on_finished(response)
         return response
