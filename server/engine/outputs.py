@@ -13,8 +13,9 @@ def generation_step(output: Any, prompt_tokens: int, top_k: int | None) -> Gener
     if top_k is None and len(choices) == 1:  # the common case: one choice, no logprobs
         choice = choices[0]
         ids = choice.token_ids
+        count = len(ids)
         finish, stop = choice.finish_reason, choice.stop_reason
-        deltas = [ChoiceDelta(choice.index, choice.text, len(ids), None, finish, stop, ids)]
+        deltas = [ChoiceDelta(choice.index, choice.text, count, None, finish, stop, ids)]
     else:
         deltas = [_choice_delta(choice, top_k) for choice in choices]
         count = sum(delta.token_count for delta in deltas)
