@@ -254,7 +254,8 @@ class PostgresBatchStore:
     async def _count_finished(self, db: Connection, batch_id: str, outcome: LineOutcome) -> None:
         await db.execute(
             "UPDATE batches SET completed = completed + %s, failed = failed + %s, joules = joules + %s,"
-            " output_tokens = output_tokens + %s, co2e_grams = co2e_grams + %s WHERE id = %s",
+            " output_tokens = output_tokens + %s, co2e_grams = co2e_grams + %s,"
+            " co2e_avoided_grams = co2e_avoided_grams + %s WHERE id = %s",
             (*outcome_totals(outcome), batch_id),
         )
 

@@ -69,6 +69,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE INDEX batch_lines_open ON batch_lines (batch_id, line_no) WHERE {OPEN_LINE}",
         "CREATE INDEX batch_lines_by_worker ON batch_lines (worker_id) WHERE state = 'claimed'",
     ),
+    # A batch reports the emissions its flex scheduling avoided; batches stored before count none.
+    ("ALTER TABLE batches ADD COLUMN co2e_avoided_grams DOUBLE PRECISION NOT NULL DEFAULT 0",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -112,14 +112,19 @@ def line_values(line: BatchLine) -> tuple[Any, ...]:
     return (line.batch_id, line.line_no, line.custom_id, line.url, json_text(line.body))
 
 
-def outcome_totals(outcome: LineOutcome) -> tuple[int, int, float, int, float]:
-    """What one finished line adds to its batch: (completed, failed, joules, output_tokens, co2e_grams)."""
+def outcome_totals(outcome: LineOutcome) -> tuple[int, int, float, int, float, float]:
+    """What one finished line adds to its batch.
+
+    (completed, failed, joules, output_tokens, co2e_grams, co2e_avoided_grams): the order of the columns
+    each backend's `finish_line` adds them to.
+    """
     return (
         0 if outcome.failed else 1,
         1 if outcome.failed else 0,
         outcome.joules or 0.0,
         outcome.output_tokens,
         outcome.co2e_grams or 0.0,
+        outcome.co2e_avoided_grams or 0.0,
     )
 
 

@@ -259,7 +259,8 @@ class Tables:
     def _count_finished(self, batch_id: str, outcome: LineOutcome) -> None:
         self._db.execute(
             "UPDATE batches SET completed = completed + ?, failed = failed + ?, joules = joules + ?,"
-            " output_tokens = output_tokens + ?, co2e_grams = co2e_grams + ? WHERE id = ?",
+            " output_tokens = output_tokens + ?, co2e_grams = co2e_grams + ?,"
+            " co2e_avoided_grams = co2e_avoided_grams + ? WHERE id = ?",
             (*outcome_totals(outcome), batch_id),
         )
 

@@ -157,6 +157,8 @@ class LineOutcome:
         joules: The energy its request used, if metered.
         output_tokens: The tokens it generated.
         co2e_grams: Its emissions, if known.
+        co2e_avoided_grams: The emissions carbon-aware scheduling avoided by running it when it ran
+            rather than when it arrived, if known.
     """
 
     line_no: int
@@ -166,6 +168,7 @@ class LineOutcome:
     joules: float | None
     output_tokens: int
     co2e_grams: float | None
+    co2e_avoided_grams: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ class BatchRecord:
     """A batch as stored: OpenAI's Batch object's fields, plus its owner and energy totals.
 
     `total` is the number of its lines; `completed` and `failed` count its done lines, and `joules`,
-    `output_tokens` and `co2e_grams` are their totals (a line without a metered value adds nothing).
+    `output_tokens`, `co2e_grams` and `co2e_avoided_grams` are their totals (a line without a metered
+    value adds nothing): what the batch used, and what its flex scheduling saved.
     `errors` are the input file's validation errors, each {code, message, param, line}.
     """
 
@@ -202,6 +206,7 @@ class BatchRecord:
     joules: float = 0.0
     output_tokens: int = 0
     co2e_grams: float = 0.0
+    co2e_avoided_grams: float = 0.0
 
 
 class BatchStore(Protocol):

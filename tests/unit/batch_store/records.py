@@ -82,6 +82,7 @@ def outcome(
     joules: float | None = 2.5,
     tokens: int = 10,
     co2e: float | None = 0.5,
+    avoided: float | None = None,
 ) -> LineOutcome:
     custom_id = f"request-{line_no}"
     if failed:
@@ -99,7 +100,7 @@ def outcome(
             "response": {"status_code": 200, "request_id": f"req_{line_no}", "body": body},
             "error": None,
         }
-    return LineOutcome(line_no, custom_id, record, failed, joules, tokens, co2e)
+    return LineOutcome(line_no, custom_id, record, failed, joules, tokens, co2e, co2e_avoided_grams=avoided)
 
 
 def keys(lines: list[BatchLine]) -> list[tuple[str, int]]:

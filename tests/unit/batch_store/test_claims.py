@@ -147,10 +147,10 @@ async def test_counts_and_energy_totals_add_up_once_per_line(store: BatchStore) 
     await create(store, "batch_1", 4)
     await store.claim_lines("w", 4)
     answers = [
-        outcome(1, joules=1.25, tokens=10, co2e=0.5),
-        outcome(2, failed=True, joules=None, tokens=0, co2e=None),
-        outcome(3, joules=2.0, tokens=7, co2e=None),
-        outcome(4, failed=True, joules=0.5, tokens=3, co2e=0.25),
+        outcome(1, joules=1.25, tokens=10, co2e=0.5, avoided=0.125),
+        outcome(2, failed=True, joules=None, tokens=0, co2e=None, avoided=None),
+        outcome(3, joules=2.0, tokens=7, co2e=None, avoided=0.5),
+        outcome(4, failed=True, joules=0.5, tokens=3, co2e=0.25, avoided=0.0625),
     ]
     for answer in answers:
         assert await store.finish_line("w", "batch_1", answer)
@@ -162,6 +162,7 @@ async def test_counts_and_energy_totals_add_up_once_per_line(store: BatchStore) 
     assert (got.total, got.completed, got.failed, got.output_tokens) == (4, 2, 2, 20)
     assert got.joules == pytest.approx(3.75)
     assert got.co2e_grams == pytest.approx(0.75)
+    assert got.co2e_avoided_grams == pytest.approx(0.6875)
     outcomes = await store.line_outcomes("batch_1")
     assert outcomes == [(a.line_no, a.record, a.failed) for a in answers]
 

@@ -140,6 +140,39 @@ async def test_a_store_written_by_a_newer_schema_is_refused(backend: Backend, cl
         await backend.open(clock)
 
 
+async def test_a_store_of_the_previous_schema_opens_with_no_emissions_avoided(
+    backend: Backend, clock: FakeClock
+) -> None:
+    store = await backend.open(clock)
+    await create(store, "batch_1", 2)
+    await store.claim_lines("w", 2)
+    assert await store.finish_line("w", "batch_1", outcome(1, avoided=0.25))
+    await store.close()
+    # Taken back to what the previous wattserve left: no co2e_avoided_grams column, the version before.
+    if backend.name == "sqlite":
+        path = backend.url.removeprefix("sqlite://")
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as raw:
+            raw.execute("ALTER TABLE batches DROP COLUMN co2e_avoided_grams")
+            raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    else:
+        import psycopg  # noqa: PLC0415
+
+        with psycopg.connect(backend.url, autocommit=True) as raw:
+            raw.execute("ALTER TABLE batches DROP COLUMN co2e_avoided_grams")
+            raw.execute("UPDATE wattserve_schema SET version = version - 1 WHERE component = 'batches'")
+    store = await backend.open(clock)
+    try:
+        got = await store.get_batch_any_owner("batch_1")
+        assert got is not None
+        assert (got.completed, got.joules, got.co2e_grams, got.co2e_avoided_grams) == (1, 2.5, 0.5, 0.0)
+        assert await store.finish_line("w", "batch_1", outcome(2, avoided=0.25))
+        got = await store.get_batch_any_owner("batch_1")
+        assert got is not None
+        assert (got.completed, got.co2e_avoided_grams) == (2, 0.25)
+    finally:
+        await store.close()
+
+
 async def test_reopening_does_not_migrate_again(backend: Backend, clock: FakeClock) -> None:
     for _ in range(2):
         store = await backend.open(clock)
