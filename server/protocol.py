@@ -159,6 +159,10 @@ class ChatMessage(StrictModel):
     name: str | None = None
     tool_calls: list[HistoryToolCall] | None = None  # an assistant turn's calls
     tool_call_id: str | None = None  # a tool turn: the call it answers
+    # What an answer's message carries, so a client can send it back as it came (as OpenAI's guide does);
+    # neither is rendered.
+    refusal: str | None = None
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _tool_fields_in_place(self) -> ChatMessage:

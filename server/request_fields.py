@@ -17,7 +17,10 @@ from pydantic_core import PydanticCustomError
 UNSUPPORTED_CONTENT_PART = "unsupported_content_part"
 RESERVED_TEMPLATE_KWARG = "reserved_chat_template_kwarg"
 INVALID_TOOL_CALL_ARGUMENTS = "invalid_tool_call_arguments"
-CODED_ERRORS = frozenset({UNSUPPORTED_CONTENT_PART, RESERVED_TEMPLATE_KWARG, INVALID_TOOL_CALL_ARGUMENTS})
+INVALID_TOOL_CHOICE = "invalid_tool_choice"
+CODED_ERRORS = frozenset(
+    {UNSUPPORTED_CONTENT_PART, RESERVED_TEMPLATE_KWARG, INVALID_TOOL_CALL_ARGUMENTS, INVALID_TOOL_CHOICE}
+)
 
 # `chat_template_kwargs` keys that would override what the server itself sets when it renders a chat:
 # the template, the rendered conversation, and the open assistant turn the answer continues. vLLM refuses
@@ -240,16 +243,22 @@ def check_tool_choice(tools: list[ChatTool] | None, choice: ToolChoice | None) -
     """Check `tool_choice` against `tools`, as OpenAI and vLLM do.
 
     Raises:
-        ValueError: A choice other than `none` without tools, or naming a function not in `tools`.
+        PydanticCustomError: `invalid_tool_choice`, naming `tool_choice`: a choice other than `none`
+            without tools, or one naming a function not in `tools`.
     """
     if choice is None or choice == "none":
         return
     if not tools:
-        raise ValueError("tool_choice needs tools: give the functions the model may call in `tools`")
+        raise PydanticCustomError(
+            INVALID_TOOL_CHOICE,
+            "tool_choice: needs tools: give the functions the model may call in `tools`",
+            {"param": "tool_choice"},
+        )
     if isinstance(choice, NamedToolChoice):
         names = {tool.function.name for tool in tools}
         if choice.function.name not in names:
-            raise ValueError(
-                f"tool_choice names the function {choice.function.name!r}, which is not in tools "
-                f"({', '.join(sorted(names))})"
+            raise PydanticCustomError(
+                INVALID_TOOL_CHOICE,
+                "tool_choice: names the function {name!r}, which is not in tools ({names})",
+                {"param": "tool_choice", "name": choice.function.name, "names": ", ".join(sorted(names))},
             )

@@ -13,6 +13,7 @@ work on any model, the embedded one included.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -159,8 +160,12 @@ class RequestParsing:
         self._request = parser_cls(tokenizer, request.tools).adjust_request(request)
         outputs = self._request.structured_outputs
         schema = getattr(outputs, "json", None) if outputs is not None else None
-        # `required` and named choices: the JSON schema the constrained output must follow.
+        # `required` and named choices: the JSON schema the constrained output must follow, or, with a
+        # parser that knows the model's call format, a structural tag (calls in that format, arguments
+        # following each tool's schema).
         self.constraint_schema: dict[str, Any] | str | None = schema
+        tag = getattr(outputs, "structural_tag", None) if outputs is not None else None
+        self.structural_tag: str | None = tag if tag is None or isinstance(tag, str) else json.dumps(tag)
         self.skip_special_tokens: bool = self._request.skip_special_tokens
 
     def reader(self, prompt_token_ids: Sequence[int]) -> ChoiceReader:

@@ -32,6 +32,8 @@ class SamplingSpec:
     regex: str | None = None
     choice: list[str] | None = None
     grammar: str | None = None
+    # A model's tool-call format as an xgrammar structural tag (JSON), as vLLM's tool parsers set it.
+    structural_tag: str | None = None
     structured_options: dict[str, Any] = field(default_factory=dict)
     structured_param: str = "response_format"  # the request field the constraint came from, for errors
     skip_special_tokens: bool = True
@@ -40,7 +42,7 @@ class SamplingSpec:
     @property
     def constrained(self) -> bool:
         """Whether a structured-output constraint applies."""
-        kinds = (self.json_schema, self.regex, self.choice, self.grammar)
+        kinds = (self.json_schema, self.regex, self.choice, self.grammar, self.structural_tag)
         return self.json_object or any(kind is not None for kind in kinds)
 
 

@@ -239,6 +239,7 @@ class VllmEngine:
             "regex": spec.regex,
             "choice": spec.choice,
             "grammar": spec.grammar,
+            "structural_tag": spec.structural_tag,
         }
         chosen_constraint = {key: value for key, value in constraint.items() if value is not None}
         structured = None

@@ -319,6 +319,9 @@ async def prepare_chat(
             schema = _json_object(schema, "tools")
         await _checked_schema(engine, schema, limits.schema, "tools")
         constraint = {"json_schema": schema, "structured_param": "tools"}
+    elif parsing is not None and parsing.structural_tag is not None:  # calls in the model's own format
+        check_constraint_limits(parsing.structural_tag, limits.schema, "tools")
+        constraint = {"structural_tag": parsing.structural_tag, "structured_param": "tools"}
     spec = _spec(body, max_tokens, logprobs=logprobs, prompt_logprobs=None, constraint=constraint)
     if (
         parsing is not None and not parsing.skip_special_tokens

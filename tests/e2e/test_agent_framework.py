@@ -126,11 +126,6 @@ async def test_an_agent_calls_its_tool_and_stops_on_the_result(servers: dict[str
     assert len(run.raw_responses) == 1  # one model turn: the tool's result ended the run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with --tool-call-parser hermes, vLLM's parser constrains a forced call by a structural tag, "
-    "which the server does not yet pass to the engine: the first turn is unconstrained text, no call",
-)
 async def test_an_agent_loop_calls_its_tool_then_answers_in_text(servers: dict[str, Server]) -> None:
     calls: list[dict[str, Any]] = []
     tool = weather_tool(calls)

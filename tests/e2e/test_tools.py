@@ -182,11 +182,6 @@ def test_a_tool_loop_sends_the_call_and_its_result_back_and_gets_an_answer(clien
     assert second.usage.prompt_tokens > first.usage.prompt_tokens
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=openai.BadRequestError,
-    reason="assistant messages in the history do not take `refusal`, which the SDK's message carries",
-)
 def test_the_sdks_own_assistant_message_goes_back_in_the_history(client: openai.OpenAI) -> None:
     # OpenAI's guide appends the answer's message object itself to the history before the tool's result.
     first = ask(client, tools=[WEATHER], tool_choice=named("get_weather"))
