@@ -33,6 +33,9 @@ class EnergyUsage(BaseModel):
     source: str
     # With a reasoning parser: the part of `joules` that went to reasoning tokens (a share by token count).
     reasoning_joules: float | None = Field(default=None, exclude_if=_absent)
+    # A flex request the carbon gate held for a cleaner grid: the grams running it at arrival would have
+    # added. Absent for a request that was not held.
+    co2e_avoided_grams: float | None = Field(default=None, exclude_if=_absent)
 
 
 class PromptTokensDetails(BaseModel):

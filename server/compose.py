@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
 from server.api.app import build_http_app
+from server.api.batch_runner import BatchRunner
+from server.api.batch_service import BatchApi
 from server.api.lifespan import make_lifespan
 from server.api.responses_service import ResponsesService
 from server.api.scrape import server_snapshots
@@ -49,6 +51,7 @@ from server.serving.prepare import InputLimits
 from server.serving.schema_limits import SchemaLimits
 from server.serving.scope import ScopeServices
 from server.settings import DEFAULT_MAX_RESPONSE_TOKENS, ServerSettings
+from server.storage.batches import BatchLimits, open_batch_store
 from server.storage.response_store import ResponseStore, StoreLimits
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class Running:
     aborts: EngineAborts
     intake: RequestIntake
     responses: ResponsesService
+    batches: BatchApi
 
 
 def create_app(
@@ -181,8 +185,14 @@ def compose(
         lifecycle.attach(loop, intake)
         lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)
         responses = await ResponsesService.open(await _open_response_store(settings))
-        running = Running(engine, sampler, adapters, watcher, policy, aborts, intake, responses)
-        return Serving(engine, adapters, intake, responses), running
+        batches = await _start_batches(
+            settings,
+            Serving(engine, adapters, intake, responses),
+            state.answers,
+            books.source if books.metering else None,
+        )
+        running = Running(engine, sampler, adapters, watcher, policy, aborts, intake, responses, batches)
+        return Serving(engine, adapters, intake, responses, batches), running
 
     async def stop(running: Running) -> None:
         lifecycle.begin_drain()
@@ -202,11 +212,37 @@ def compose(
 
 
 async def _finish_requests_work(running: Running) -> None:
-    """Wait, each step bounded, for what requests left running: background responses, aborts, adapters."""
+    """Wait, each step bounded, for what requests left running: batch lines, responses, aborts, adapters."""
+    await _bounded(running.batches.runner.stop(SHUTDOWN_STEP_TIMEOUT_S / 2), "batch lines")
+    await _bounded(running.batches.store.close(), "the batch store")
     await _bounded(running.responses.close(), "background responses and stored-response writes")
     await _bounded(running.aborts.wait(), "engine aborts")
     if running.adapters is not None:
         await _bounded(running.adapters.drain(), "adapter retirements")
+
+
+async def _start_batches(
+    settings: ServerSettings, serving: Serving, answers: AnswerOptions, energy_source: str | None
+) -> BatchApi:
+    """Open the batch store and start this replica's runner on it."""
+    limits = BatchLimits(
+        max_file_bytes=settings.max_batch_file_bytes,
+        max_total_bytes=settings.max_batch_storage_bytes,
+        file_ttl_s=settings.batch_file_ttl_seconds,
+        lease_s=settings.batch_lease_seconds,
+    )
+    url = settings.batch_store or f"sqlite:///{settings.cache_dir / 'batches.sqlite3'}"
+    store = await open_batch_store(url, settings.cache_dir / "batch-files", limits)
+    runner = BatchRunner(
+        store,
+        serving,
+        answers,
+        max_in_flight=settings.batch_max_in_flight or max(1, serving.engine.max_num_seqs // 2),
+        lease_s=settings.batch_lease_seconds,
+        file_ttl_s=settings.batch_file_ttl_seconds,
+    )
+    runner.start()
+    return BatchApi(store, limits, settings.max_batch_lines, runner, energy_source)
 
 
 async def _open_response_store(settings: ServerSettings) -> ResponseStore:

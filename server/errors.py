@@ -109,6 +109,22 @@ class ResponseNotFoundError(ServerError):
     code = "response_not_found"
 
 
+class StoredFileNotFoundError(ServerError):
+    """No file of that id for this caller (absent, expired, or another key's: answered alike)."""
+
+    status = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "file_not_found"
+
+
+class BatchNotFoundError(ServerError):
+    """No batch of that id for this caller (absent, purged, or another key's: answered alike)."""
+
+    status = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "batch_not_found"
+
+
 class PayloadTooLargeError(ServerError):
     """The request body is larger than the server accepts."""
 

@@ -140,6 +140,14 @@ class ServerSettings(BaseSettings):
     responses_store_max_count: int = Field(default=100_000, ge=1)
     responses_store_max_bytes: int = Field(default=2 * 2**30, ge=2**20)
     responses_store_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
+    # The Batch API's files and batches: SQLite by default, PostgreSQL for several replicas.
+    batch_store: str | None = None  # None: sqlite:///<cache_dir>/batches.sqlite3
+    max_batch_file_bytes: int = Field(default=100 * 2**20, ge=1024)
+    max_batch_lines: int = Field(default=50_000, ge=1)
+    max_batch_storage_bytes: int = Field(default=10 * 2**30, ge=2**20)
+    batch_file_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
+    batch_max_in_flight: int | None = Field(default=None, ge=1)  # None: half of max_num_seqs
+    batch_lease_seconds: float = Field(default=60.0, gt=0)
 
     @property
     def api_keys(self) -> tuple[str, ...]:

@@ -14,7 +14,18 @@ from server.api.auth import KeyMiddleware
 from server.api.body_limit import BodyLimitMiddleware
 from server.api.errors import install_error_handlers, openapi_without_422
 from server.api.request_id import RequestIdMiddleware
-from server.api.routes import adapters, chat, completions, energy, health, models, responses, tokenize
+from server.api.routes import (
+    adapters,
+    batches,
+    chat,
+    completions,
+    energy,
+    files,
+    health,
+    models,
+    responses,
+    tokenize,
+)
 from server.api.state import AppState
 from server.settings import ServerSettings
 
@@ -41,7 +52,11 @@ def build_http_app(settings: ServerSettings, state: AppState, lifespan: Lifespan
     install_error_handlers(app)
     app.openapi = openapi_without_422(app)
     # The last added runs first: keys are checked before the body is even counted.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        max_upload_bytes=settings.max_batch_file_bytes,
+    )
     app.add_middleware(KeyMiddleware, api_keys=settings.api_keys, admin_key=settings.admin_key)
     if settings.allowed_origins:
         # Outermost, so a browser's preflight (which carries no key) is answered before the key check.
@@ -56,7 +71,7 @@ def build_http_app(settings: ServerSettings, state: AppState, lifespan: Lifespan
         app.add_middleware(RequestIdMiddleware)
     for path in settings.middleware:
         add_middleware_at(app, path)
-    for module in (chat, completions, responses, models, tokenize, adapters, energy, health):
+    for module in (chat, completions, responses, files, batches, models, tokenize, adapters, energy, health):
         app.include_router(module.router)
     return app
 

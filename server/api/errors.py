@@ -72,12 +72,10 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-SERVED_ROUTES = "/v1/chat/completions, /v1/completions, /v1/responses and /v1/models"
+SERVED_ROUTES = "/v1/chat/completions, /v1/completions, /v1/responses, /v1/batches, /v1/files and /v1/models"
 # OpenAI's API families this server does not serve: a client calling one learns which, not just 404.
 UNSERVED_OPENAI_APIS = (
     "embeddings",
-    "batches",
-    "files",
     "uploads",
     "images",
     "audio",

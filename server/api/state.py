@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fastapi import Request
 
@@ -13,9 +13,6 @@ from server.api.scrape import ScrapeSnapshots
 from server.engine.protocol import EngineClient
 from server.errors import EngineUnavailableError
 from server.serving.intake import RequestIntake
-
-if TYPE_CHECKING:
-    from server.api.responses_service import ResponsesService
 
 NOT_RUNNING = "The engine is not running."
 
@@ -27,7 +24,10 @@ class Serving:
     engine: EngineClient
     adapters: AdapterManager | None
     intake: RequestIntake
-    responses: ResponsesService | None = None  # the Responses API's store and background runs
+    # Built on this module, so typed loosely here: `server.api.responses_service.ResponsesService` and
+    # `server.api.batch_service.BatchApi`, each None until the engine is up.
+    responses: Any = None  # the Responses API's store and background runs
+    batches: Any = None  # the Files and Batch APIs' store and this replica's runner
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import argparse
 import json
 
 from server.cli_flags.agents import AGENT_FLAGS
+from server.cli_flags.batch import BATCH_FLAGS
 from server.cli_flags.flag import Flag
 from server.cli_values import json_list, json_object, lora_module
 
@@ -378,6 +379,7 @@ GROUP_TITLES = [
     "service tiers and energy policy",
     "energy",
     "agents: tools and the Responses API",
+    "the Batch API",
 ]
 FLAG_GROUPS = [
     SERVER_FLAGS,
@@ -387,4 +389,5 @@ FLAG_GROUPS = [
     TIER_FLAGS,
     ENERGY_FLAGS,
     AGENT_FLAGS,
+    BATCH_FLAGS,
 ]

@@ -67,6 +67,8 @@ class EnergyFigures:
     joules_per_output_token: float | None
     co2e_grams: float
     source: str
+    # Grams the carbon gate's hold avoided (None unless it held the request for a cleaner grid).
+    co2e_avoided_grams: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -261,6 +263,11 @@ class RequestScope:
             joules_per_output_token=joules / tokens if tokens else None,
             co2e_grams=sum(a.grams for a in accounts),
             source=books.source,
+            co2e_avoided_grams=(
+                sum(a.avoided_grams for a in accounts)
+                if any(a.baseline_g_per_j is not None for a in accounts)
+                else None
+            ),
         )
 
     def close(self, status: Status) -> None:

@@ -65,8 +65,8 @@ async def test_models_retrieve_the_base_model_and_404_for_others() -> None:
     [
         ("POST", "/v1/embeddings", "unsupported_endpoint"),
         ("POST", "/v1/embeddings/x", "unsupported_endpoint"),
-        ("GET", "/v1/batches/b1", "unsupported_endpoint"),
-        ("POST", "/v1/files", "unsupported_endpoint"),
+        ("GET", "/v1/uploads/u1", "unsupported_endpoint"),
+        ("POST", "/v1/images/generations", "unsupported_endpoint"),
         ("POST", "/v1/nothing", None),
     ],
 )

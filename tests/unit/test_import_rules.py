@@ -29,6 +29,7 @@ SERVER_LAYERS = {
     "server.answers": 1,
     "server.responses_items": 1,
     "server.responses_wire": 2,
+    "server.batch_wire": 2,
     "server.responses_answers": 2,
     "server.errors": 2,
     "server.engine": 3,
