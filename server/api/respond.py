@@ -165,7 +165,9 @@ async def answer_in_full(
         wording = make_format(scope.new_request_id(prefix), prompts)
         result = await collect(scope.generate(prompts, spec), len(prompts) * spec.n, spec.n)
         raise_for_finish({choice.finish_reason for choice in result.choices}, spec)
-        return wording.body(result, usage_of(scope, await scope.finish()))
+        body = wording.body(result, usage_of(scope, await scope.finish()))
+        scope.delivered()  # no connection carries it: the answer awaits no client
+        return body
 
 
 async def respond(
