@@ -36,6 +36,7 @@ from server.energy.meters.select import open_meter
 from server.energy.sampler import EnergySampler, NullSampler
 from server.energy.summary import EnergySummaryExporter
 from server.engine.protocol import EngineClient
+from server.observability.batch_metrics import BatchMetrics
 from server.observability.metrics import BASE_LABEL, ServerMetrics
 from server.outcome import Status
 from server.policy.admission import AdmissionController, EngineLoad
@@ -187,6 +188,7 @@ def compose(
         responses = await ResponsesService.open(await _open_response_store(settings))
         batches = await _start_batches(
             settings,
+            BatchMetrics(registry),
             Serving(engine, adapters, intake, responses),
             state.answers,
             books.source if books.metering else None,
@@ -222,7 +224,11 @@ async def _finish_requests_work(running: Running) -> None:
 
 
 async def _start_batches(
-    settings: ServerSettings, serving: Serving, answers: AnswerOptions, energy_source: str | None
+    settings: ServerSettings,
+    metrics: BatchMetrics,
+    serving: Serving,
+    answers: AnswerOptions,
+    energy_source: str | None,
 ) -> BatchApi:
     """Open the batch store and start this replica's runner on it."""
     limits = BatchLimits(
@@ -240,6 +246,7 @@ async def _start_batches(
         max_in_flight=settings.batch_max_in_flight or max(1, serving.engine.max_num_seqs // 2),
         lease_s=settings.batch_lease_seconds,
         file_ttl_s=settings.batch_file_ttl_seconds,
+        metrics=metrics,
     )
     runner.start()
     return BatchApi(store, limits, settings.max_batch_lines, runner, energy_source)

@@ -28,12 +28,14 @@ from server.api.routes.completions import completion_plan
 from server.api.state import AnswerOptions, Serving
 from server.batch_wire import ENDPOINTS
 from server.errors import OverloadedError, ServerError, server_error_body
+from server.observability.batch_metrics import BatchMetrics
 from server.storage.batches import BatchLine, BatchStore, FileRecord, LineOutcome
 
 logger = logging.getLogger(__name__)
 
 BATCH_TIER = "flex"
 POLL_S = 0.5  # how often an idle runner looks for claimable lines and finished batches
+PURGE_EVERY_S = 600.0  # how often expired files and old finished batches are deleted
 RETRY_FULL_S = 1.0  # a line refused for a full queue (429) tries again after this long
 
 
@@ -57,6 +59,7 @@ class BatchRunner:
         max_in_flight: int,
         lease_s: float,
         file_ttl_s: float,
+        metrics: BatchMetrics,
     ) -> None:
         self.worker_id = f"replica-{uuid.uuid4().hex[:12]}"
         self._store = store
@@ -65,6 +68,8 @@ class BatchRunner:
         self._max_in_flight = max_in_flight
         self._lease_s = lease_s
         self._file_ttl_s = file_ttl_s
+        self.metrics = metrics
+        self._purged_at = 0.0
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -95,6 +100,11 @@ class BatchRunner:
 
     async def _tick(self) -> None:
         now = time.time()
+        if now - self._purged_at > PURGE_EVERY_S:
+            self._purged_at = now
+            purged = await self._store.purge_expired(now)
+            if purged:
+                logger.info("purged %d expired files and finished batches", purged)
         for batch_id in await self._store.expire_due(now):
             logger.info("batch %s expired before it finished", batch_id)
         for batch_id in await self._store.batches_ready_to_finalize():
@@ -110,9 +120,11 @@ class BatchRunner:
 
     def _done(self, key: tuple[str, int]) -> None:
         self._running.pop(key, None)
+        self.metrics.in_flight.set(len(self._running))
         self._wake.set()
 
     async def _run_line(self, line: BatchLine) -> None:
+        self.metrics.in_flight.set(len(self._running))
         outcome = await self._execute(line)
         if not await self._store.finish_line(self.worker_id, line.batch_id, outcome):
             logger.warning(
@@ -120,6 +132,10 @@ class BatchRunner:
                 line.batch_id,
                 line.line_no,
             )
+            return
+        self.metrics.lines.labels("failed" if outcome.failed else "answered").inc()
+        if outcome.joules is not None:
+            self.metrics.energy.labels(BATCH_TIER).inc(outcome.joules)
 
     async def _execute(self, line: BatchLine) -> LineOutcome:
         request_id = None
@@ -184,6 +200,7 @@ class BatchRunner:
             error_content=errors[1] if errors else None,
         )
         if won:
+            self.metrics.batches_finished.labels(status).inc()
             logger.info("batch %s %s: %d answered, %d failed", batch_id, status, len(answered), len(failed))
 
     def _file(

@@ -74,6 +74,17 @@ async def test_a_batch_runs_every_line_once_in_the_flex_tier_and_errors_go_to_th
             json.loads(row) for row in (await api.files.content(batch.output_file_id)).text.splitlines()
         ]
         errors = [json.loads(row) for row in (await api.files.content(batch.error_file_id)).text.splitlines()]
+        metrics = (
+            await api.with_options(base_url="http://test/").get("metrics", cast_to=httpx.Response)
+        ).text
+    for sample in (
+        'wattserve_batches_finished_total{status="completed"} 1.0',
+        'wattserve_batch_lines_total{outcome="answered"} 12.0',
+        'wattserve_batch_lines_total{outcome="failed"} 1.0',
+        "wattserve_batch_lines_in_flight 0.0",
+        "wattserve_responses_awaiting_client 0.0",
+    ):
+        assert sample in metrics
     assert sorted(row["custom_id"] for row in output) == sorted(f"req-{i}" for i in range(12))
     for row in output:
         answer = row["response"]

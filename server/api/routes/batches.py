@@ -132,6 +132,8 @@ async def create_batch(
         else [BatchLine(batch_id, line.line_no, line.custom_id, body.endpoint, line.body) for line in lines]
     )
     await api.store.create_batch(batch, rows)
+    if errors:
+        api.runner.metrics.batches_finished.labels("failed").inc()
     api.runner.wake()
     return batch_object(batch, api.energy_source)
 
