@@ -259,6 +259,6 @@ def check_tool_choice(tools: list[ChatTool] | None, choice: ToolChoice | None) -
         if choice.function.name not in names:
             raise PydanticCustomError(
                 INVALID_TOOL_CHOICE,
-                "tool_choice: names the function {name!r}, which is not in tools ({names})",
+                "tool_choice: names the function '{name}', which is not in tools ({names})",
                 {"param": "tool_choice", "name": choice.function.name, "names": ", ".join(sorted(names))},
             )

@@ -206,7 +206,11 @@ def test_a_tool_choice_naming_a_missing_tool_is_refused(client: openai.OpenAI) -
     assert refused.value.status_code == 400
     error = refused.value.body
     assert isinstance(error, dict)
-    assert error["type"] == "invalid_request_error"
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "tool_choice",
+        "invalid_tool_choice",
+    )
     assert "'get_tide'" in error["message"]
     assert "get_time, get_weather" in error["message"]
 

@@ -198,8 +198,12 @@ async def test_history_with_tool_calls_and_results_reaches_the_template() -> Non
     ("body", "param", "code"),
     [
         ({"tools": [WEATHER]}, "tool_choice", None),  # auto needs --enable-auto-tool-choice
-        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, None, None),
-        ({"tool_choice": "required"}, None, None),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            "invalid_tool_choice",
+        ),
+        ({"tool_choice": "required"}, "tool_choice", "invalid_tool_choice"),
         ({"tools": []}, "tools", None),
         ({"tools": [WEATHER] * 3, "tool_choice": "required"}, "tools", None),
         (
