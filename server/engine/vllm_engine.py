@@ -117,6 +117,16 @@ class VllmEngine:
         if isinstance(names, str):
             names = [names]
         names = [str(name) for name in names or [engine_args.model]]
+        # Before the heap is frozen below: the parser classes and the modules they import live as long.
+        try:
+            output_parsers = OutputParsers(
+                llm.get_tokenizer(),
+                names[0],
+                replace(parsers or ParserOptions(), reasoning_parser=engine_args.reasoning_parser or None),
+            )
+        except ValueError:  # a parser flag that cannot work here: stop the engine started above
+            llm.shutdown()
+            raise
         freeze_vllm_env()
         # As vLLM's own server does once started: move the startup heap (torch, transformers, vLLM, the
         # model's Python objects: millions) out of the collector's sight, so the oldest-generation
@@ -134,11 +144,7 @@ class VllmEngine:
             gate,
             template_defaults=template_defaults,
             system_fingerprint=build_system_fingerprint(llm.vllm_config, *fingerprint),
-            output_parsers=OutputParsers(
-                llm.get_tokenizer(),
-                names[0],
-                replace(parsers or ParserOptions(), reasoning_parser=engine_args.reasoning_parser or None),
-            ),
+            output_parsers=output_parsers,
         )
 
     def observe_steps(self, on_step: Callable[[bool, int, int], None]) -> None:
