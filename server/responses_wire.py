@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from server.protocol import INT32_MAX, RequestBody
 from server.request_fields import (
     UNSUPPORTED_CONTENT_PART,
+    FunctionDefinition,
     JsonSchemaSpec,
     Metadata,
     ResponseFormat,
@@ -65,20 +66,14 @@ Includable = Literal[
     "reasoning.encrypted_content",
     "message.output_text.logprobs",
 ]
-# OpenAI's limit on function names, as the chat path's tool parsers expect them.
-FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 # A function without declared parameters takes none; chat templates read `parameters.properties`.
 NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-class FunctionToolParam(StrictModel):
-    """A function the caller offers the model, the one kind of tool this server has."""
+class FunctionToolParam(FunctionDefinition):
+    """A function the caller offers the model (the one kind of tool here): chat's definition, flat."""
 
     type: Literal["function"]
-    name: str = Field(pattern=FUNCTION_NAME)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
 
 
 class ToolChoiceFunctionParam(StrictModel):
