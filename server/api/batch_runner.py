@@ -6,6 +6,9 @@ scope, energy books), and writes its outcome once (`finish_line` succeeds only f
 still holds the claim), so each `custom_id` is answered exactly once, and a line already answered is
 never run again, whoever crashes when. A replica that dies leaves claims whose leases run out; another
 takes them over. When a batch has no line left to run, one replica writes its output and error files.
+A line this replica cannot serve (503: its engine died, it is shutting down) gets no outcome: it stays
+claimed until `stop` gives it back or its lease runs out, and a replica that can serve runs it; this one
+claims nothing more for a lease's length.
 
 Live traffic keeps its place: at most `max_in_flight` batch lines run per replica, each waits in the
 flex lane and for an admission slot like any flex request, and admission's tier order puts them last.
@@ -27,7 +30,7 @@ from server.api.routes.chat import chat_plan
 from server.api.routes.completions import completion_plan
 from server.api.state import AnswerOptions, Serving
 from server.batch_wire import ENDPOINTS
-from server.errors import OverloadedError, ServerError, server_error_body
+from server.errors import EngineUnavailableError, OverloadedError, ServerError, server_error_body
 from server.observability.batch_metrics import BatchMetrics
 from server.storage.batches import BatchLine, BatchStore, FileRecord, LineOutcome
 
@@ -74,6 +77,7 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._unavailable_until = 0.0  # monotonic: claim nothing before, the server could not serve
         self.lines_run = 0  # lines this process put through the request path (tests count re-runs with it)
 
     def start(self) -> None:
@@ -110,7 +114,7 @@ class BatchRunner:
         for batch_id in await self._store.batches_ready_to_finalize():
             await self._finalize(batch_id)
         free = self._max_in_flight - len(self._running)
-        if free <= 0 or self._stopping:
+        if free <= 0 or self._stopping or time.monotonic() < self._unavailable_until:
             return
         for line in await self._store.claim_lines(self.worker_id, free):
             key = (line.batch_id, line.line_no)
@@ -126,6 +130,9 @@ class BatchRunner:
     async def _run_line(self, line: BatchLine) -> None:
         self.metrics.in_flight.set(len(self._running))
         outcome = await self._execute(line)
+        if outcome is None:
+            self._unavailable_until = time.monotonic() + self._lease_s
+            return
         if not await self._store.finish_line(self.worker_id, line.batch_id, outcome):
             logger.warning(
                 "batch %s line %d: another replica took it over; its answer stands",
@@ -137,7 +144,7 @@ class BatchRunner:
         if outcome.joules is not None:
             self.metrics.energy.labels(BATCH_TIER).inc(outcome.joules)
 
-    async def _execute(self, line: BatchLine) -> LineOutcome:
+    async def _execute(self, line: BatchLine) -> LineOutcome | None:
         request_id = None
         try:
             body = ENDPOINTS[line.url].model_validate({**line.body, "service_tier": BATCH_TIER})
@@ -152,6 +159,15 @@ class BatchRunner:
             self.lines_run += 1
             prepare, wording = plan(self._serving, body, self._answers)  # type: ignore[arg-type]
             answer = await answer_in_full(scope, prepare, wording, prefix=prefix)
+        except EngineUnavailableError as err:
+            # Not the line's outcome but this replica's state: writing it would fail the line for good.
+            logger.warning(
+                "batch %s line %d: not run here, the server cannot serve (%s); left to a replica that can",
+                line.batch_id,
+                line.line_no,
+                err.message,
+            )
+            return None
         except ServerError as err:
             error = server_error_body(err)
             record = {
