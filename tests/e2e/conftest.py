@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from loadtest.processes import start_server, stop_server
-from server.default_model import ensure_default_model
+from server.default_model import BUILD_VERSION, ensure_default_model
 from server.engine import plugin_gate, spin_tail
 from tests.e2e.adapter_files import copy_adapter
 from tests.waiting import wait_until
@@ -40,7 +42,7 @@ class Server:
     @property
     def model_dir(self) -> Path:
         """Where the embedded model was built."""
-        return self.cache_dir / "tiny-llama-v1" / "model"
+        return self.cache_dir / BUILD_VERSION / "model"
 
     def http(self, key: str | None = API_KEY) -> httpx.Client:
         """A plain HTTP client, with the bearer key unless `key` is None."""
@@ -77,11 +79,23 @@ class _Launch:
         except httpx.HTTPError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL the server and every process under it (vLLM's engine core and worker would be orphaned)."""
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        self.process.kill()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        self.process.wait()
+
     def ready(self) -> Server:
         try:
             wait_until(self._healthy_or_exited, "the server healthy", STARTUP_TIMEOUT_S)
         except pytest.fail.Exception:
-            self.process.kill()
+            self.kill()
             pytest.fail(
                 f"server not healthy after {STARTUP_TIMEOUT_S}s:\n{self.log_path.read_text()[-4000:]}"
             )
@@ -94,7 +108,7 @@ class _Launch:
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.kill()
         log_text = self.log_path.read_text()
         assert "Traceback" not in log_text, f"the server logged a traceback:\n{log_text[-6000:]}"
 
