@@ -41,7 +41,7 @@ def _serve(conn: Connection, tokenizer_info_json: str, any_whitespace: bool) -> 
     while True:
         try:
             schema_json = conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # the server is gone (reset: it died, our ready unread)
             return
         try:
             compiler.compile_json_schema(schema_json, any_whitespace=any_whitespace, separators=separators)
