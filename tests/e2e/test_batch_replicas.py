@@ -54,7 +54,7 @@ from tests.e2e.gauges import wait_for_idle_gauges
 from tests.postgres_server import start_server
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fault_tolerance]
 HANG_S = 300  # a deadline that only a hang reaches
 # Two servers compiling their engines at once on a busy machine take up to twice one server's start.
 PAIR_START_S = 2 * STARTUP_TIMEOUT_S
