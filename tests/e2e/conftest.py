@@ -175,7 +175,7 @@ def lora_client(lora_server: Server) -> openai.OpenAI:
 
 def demo_dir(server: Server, name: str) -> Path:
     """Where the embedded model's demo adapter `name` was built."""
-    return server.cache_dir / "tiny-llama-v1" / "adapters" / name
+    return server.cache_dir / BUILD_VERSION / "adapters" / name
 
 
 @pytest.fixture(scope="session")
