@@ -144,7 +144,7 @@ class FakeEngine:
         ids = tokenizer.encode(text)
         said = ""
         for position, token_id in enumerate(ids):
-            await asyncio.sleep(self.step_delay_s)
+            await asyncio.sleep(self.step_delay_s)  # the engine's step time: the behaviour this double plays
             whole = tokenizer.decode(ids[: position + 1])
             piece, said = whole[len(said) :], whole
             last = position == len(ids) - 1

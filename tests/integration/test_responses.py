@@ -3,7 +3,6 @@ follow-ups, background runs, cancel, and the refusals."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -216,7 +215,6 @@ async def test_an_unknown_model_is_404_before_anything_is_stored(tmp_path: Path)
     async with client(FakeEngine(script="x"), tmp_path) as api:
         with pytest.raises(openai.NotFoundError):
             await api.responses.create(model="nope", input="Hi")
-    await asyncio.sleep(0)
 
 
 async def test_a_background_response_that_cannot_be_served_is_stored_as_failed(tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ async def test_a_worker_killed_inside_finish_line_leaves_the_line_unanswered_and
     while len(taken) < 2:
         taken += keys(await store.claim_lines("rescuer", 10))
         if len(taken) < 2:
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(POLL_S)  # polling the store for the dead writer's lines, not waiting for time
     assert sorted(taken) == [("batch_1", 2), ("batch_1", 3)]
     for _, line_no in taken:
         assert await store.finish_line("rescuer", "batch_1", outcome(line_no))
