@@ -42,7 +42,7 @@ from tests.e2e.gauges import wait_for_idle_gauges
 from tests.postgres_server import PostgresServer, start_server
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fault_tolerance]
 HANG_S = 240  # a deadline that only a hang reaches
 LINES = 300  # enough that the batch is still running when its first lines are answered
 IN_FLIGHT = 8
