@@ -368,7 +368,7 @@ def _start_policy(  # noqa: PLR0917 - the policy's inputs, each built above
     if source.live:
         policy.spawn(refresh_intensity(carbon, settings.grid_intensity_refresh_seconds))
     logger.info(
-        "admission: %d at once, %d queued; flex lane: %d, wait at most %.0f s, batches of %d, "
+        "admission: %d at once, %d queued; flex lane: %d, wait at most %g s, batches of %d, "
         "%d riders per step; governor: %s%s",
         admission.max_running,
         admission.max_queued,
