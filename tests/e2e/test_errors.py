@@ -39,7 +39,12 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         ({"stream_options": {"include_usage": True}}, None, "stream"),
         ({"top_logprobs": 2}, None, "logprobs"),
         ({"response_format": {"type": "json_schema"}}, None, "json_schema"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
+        ({"functions": [{"name": "f"}]}, "functions", "not supported"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            "tool_choice",
+            "--enable-auto-tool-choice",
+        ),
         ({"logit_bias": {"1": 5}}, "logit_bias", "not supported"),
         ({"frobnicate": True}, "frobnicate", "unrecognized"),
         ({"n": 2, "temperature": 0}, None, "greedy"),
