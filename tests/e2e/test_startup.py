@@ -90,10 +90,10 @@ def test_a_startup_adapter_that_cannot_load_stops_the_process(launches: dict[str
 
 
 def test_an_unsupported_vllm_flag_stops_startup_with_one_line() -> None:
-    command = [sys.executable, "-m", "server", "serve", *ENGINE_FLAGS, "--tool-call-parser", "hermes"]
+    command = [sys.executable, "-m", "server", "serve", *ENGINE_FLAGS, "--tool-server", "demo"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert finished.returncode == 2
     # vLLM's import may log a line of its own first (Triton on CPU); wattserve's refusal is one line.
     (refusal,) = [line for line in finished.stderr.splitlines() if line.startswith("wattserve:")]
-    assert "--tool-call-parser" in refusal
+    assert "--tool-server" in refusal
     assert finished.stderr.strip().endswith(refusal)
