@@ -60,17 +60,18 @@ def test_echo_prepends_the_prompt(client: openai.OpenAI) -> None:
     assert complete(client, echo=True).choices[0].text == PROMPT + plain
 
 
-def spelled(tokens: list[str]) -> str:
-    """The text the tokens spell. A byte-level token that is part of a character reads U+FFFD, as in vLLM;
-    the random model can emit such bytes that never complete a character, and the text leaves them out."""
-    return "".join(tokens).replace("\ufffd", "")
+def spelled(tokens: list[str], text: str) -> tuple[str, str]:
+    """The tokens joined, beside the text. The random model can emit bytes that never complete a
+    character: their tokens read as empty strings and the text shows U+FFFD for them, as in vLLM."""
+    return "".join(tokens), text.replace("\ufffd", "")
 
 
 def test_logprobs_shape(client: openai.OpenAI) -> None:
     response = complete(client, logprobs=2, max_tokens=5, extra_body={"ignore_eos": True})
     logprobs = response.choices[0].logprobs
     assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 5
-    assert spelled(logprobs.tokens) == response.choices[0].text
+    joined, text = spelled(logprobs.tokens, response.choices[0].text)
+    assert joined == text
     assert all(len(top) <= 2 and top for top in logprobs.top_logprobs)
     assert logprobs.text_offset == sorted(logprobs.text_offset)
 
@@ -80,7 +81,8 @@ def test_echo_with_logprobs_covers_prompt_tokens(client: openai.OpenAI) -> None:
     logprobs = response.choices[0].logprobs
     assert len(logprobs.tokens) == response.usage.prompt_tokens + 3
     assert logprobs.token_logprobs[0] is None
-    assert spelled(logprobs.tokens) == response.choices[0].text
+    joined, text = spelled(logprobs.tokens, response.choices[0].text)
+    assert joined == text
 
 
 def test_stream_matches_non_streamed_text_and_ends_with_usage(client: openai.OpenAI) -> None:
