@@ -64,7 +64,13 @@ class _Launch:
         self.root = root
         self.log_path = root / "server.log"
         command = [sys.executable, "-m", "server", "serve", "--port", str(self.port), "--api-key", API_KEY]
-        full_env = {**os.environ, "WATTSERVE_CACHE_DIR": str(_cache_dir(root)), **(env or {})}
+        # The model cache is shared; the stores are each server's own, or one server would run (and, at its
+        # start, fail) another's batches and background responses.
+        stores = {
+            "WATTSERVE_BATCH_STORE": f"sqlite:///{root / 'batches.sqlite3'}",
+            "WATTSERVE_RESPONSES_STORE": str(root / "responses.sqlite3"),
+        }
+        full_env = {**os.environ, "WATTSERVE_CACHE_DIR": str(_cache_dir(root)), **stores, **(env or {})}
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [*command, *ENGINE_FLAGS, *extra_args], stdout=log, stderr=subprocess.STDOUT, env=full_env
