@@ -225,8 +225,8 @@ def _same_work_lines(report: dict) -> list[str]:
         "fresh server.",
         "",
         "| run | answered | output tokens | metered J | metered J/token | Σ usage J/token | idle J | "
-        "engine busy | mean watts | wall s | work s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "engine busy | mean watts | wall s | work s | load before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("live", "batch"):
         run = work[name]
@@ -235,7 +235,7 @@ def _same_work_lines(report: dict) -> list[str]:
             f"{_fmt(run['metered_joules'], 1)} | {_fmt(run['metered_joules_per_output_token'])} | "
             f"{_fmt(run['usage_joules_per_output_token'])} | {_fmt(run['idle_joules'], 1)} | "
             f"{_pct(run['busy_share'])} | {_fmt(run['mean_watts'], 1)} | {_fmt(run['wall_s'], 1)} | "
-            f"{_fmt(run['work_s'], 1)} |"
+            f"{_fmt(run['work_s'], 1)} | {_fmt(run.get('load_average'), 2)} |"
         )
     energy = work["batch"].get("batch_energy") or {}
     lines += [
@@ -262,8 +262,8 @@ def _beside_lines(report: dict) -> list[str]:
         "on a fresh server.",
         "",
         "| run | requests | TTFT p50 | TTFT p90 | ITL p90 | e2e p90 | live usage J/token | metered J/token "
-        "(all tokens) | engine busy | validity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "(all tokens) | engine busy | load before | harness checks failed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in ("alone", "with_batch"):
         run = beside[name]
@@ -274,12 +274,18 @@ def _beside_lines(report: dict) -> list[str]:
             f"{_ms(tier.get('ttft_p90_s'))} | {_ms(tier.get('itl_p90_s'))} | {_ms(tier.get('e2e_p90_s'))} | "
             f"{_fmt(tier.get('joules_per_output_token'))} | "
             f"{_fmt(per_token(server['metered_joules'], server['output_tokens']))} | "
-            f"{_pct(server['busy_share'])} | {run['validity']} |"
+            f"{_pct(server['busy_share'])} | {_fmt(run.get('load_average'), 2)} | "
+            f"{', '.join(run.get('failed_checks') or []) or 'none'} |"
         )
     lines += [
         "",
         f"TTFT p90 with the batch / alone: **{_fmt(beside['ttft_ratio'], 3)}** (target ≤ {TTFT_RATIO:g}: "
         f"{'met' if beside['ttft_target_met'] else 'NOT met'}).",
+        "",
+        "Load before: the 1-minute load average just before the run's server started (other work on the "
+        "machine shows in it, and so does the run before, whose server has just stopped). Beside a batch "
+        "the harness's token and energy reconciliation checks fail by "
+        "design: the server's counters hold the batch's tokens and joules too.",
         "",
         f"The batch during the live run: {progress['completed_at_start']} → {progress['completed_at_end']} "
         f"of {progress['lines']} lines answered ({_fmt(progress['lines_per_s'], 2)} lines/s, "
