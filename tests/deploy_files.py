@@ -7,6 +7,7 @@ metric names. That is enough for the expressions we write, and it errs towards r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ RULES = ROOT / "deploy" / "prometheus" / "wattserve-rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "wattserve-rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "wattserve.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
+# The labels of vLLM's per-engine series (PrometheusStatLogger's labelnames), which wattserve's /metrics
+# passes on with vLLM's names.
+VLLM_ENGINE_LABELS = frozenset({"model_name", "engine"})
 
 _STRING = re.compile(r""""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'""")
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*\{([^}]*)\}")
@@ -78,6 +82,18 @@ def readme_expressions() -> list[str]:
             else:
                 expressions.append(line)
     return expressions
+
+
+def vllm_metric_names() -> set[str]:
+    """Every `vllm:` metric name the installed vLLM's Prometheus logger defines.
+
+    Read from its source as text: importing vLLM takes seconds, and the names are literals there.
+    """
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    loggers = Path(next(iter(spec.submodule_search_locations))) / "v1" / "metrics" / "loggers.py"
+    return set(re.findall(r'"(vllm:[a-z_]+)"', loggers.read_text()))
 
 
 def concrete(expr: str, window: str) -> str:

@@ -2,7 +2,8 @@
 and every metric and label they name is one the server exports.
 
 The exported names come from `ServerMetrics` built on a fresh registry, the one definition the server's
-`/metrics` renders, so a renamed metric or label fails here rather than as an empty panel.
+`/metrics` renders, so a renamed metric or label fails here rather than as an empty panel; the `vllm:`
+names it passes on from vLLM, from the installed vLLM's source.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def expressions() -> list[tuple[str, str]]:
 def test_expressions_name_only_exported_metrics_and_labels(where: str, expr: str) -> None:
     exported = exported_labels()
     recorded = {rule.name for rule in deploy_files.rules() if not rule.alert}
-    known = {**exported, "up": set()}
+    vllm = dict.fromkeys(deploy_files.vllm_metric_names(), set(deploy_files.VLLM_ENGINE_LABELS))
+    known = {**exported, **vllm, "up": set()}
     names = deploy_files.metric_names(deploy_files.concrete(expr, "5m"))
     assert names, f"{where}: no metric found in {expr!r}"
     assert names <= set(known) | recorded, f"{where}: not exported: {names - set(known) - recorded}"
