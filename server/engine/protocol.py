@@ -123,6 +123,12 @@ class EngineClient(Generator, Protocol):
         """Raise `EngineUnavailableError` unless the engine can serve."""
         ...
 
+    async def collective_rpc(
+        self, method: str, args: tuple[Any, ...] = (), timeout_s: float | None = None
+    ) -> list[Any]:
+        """Call a worker-extension method in every engine worker; one answer per worker."""
+        ...
+
     def shutdown(self) -> None:
         """Stop the engine."""
         ...

@@ -370,6 +370,13 @@ class VllmEngine:
         with vllm_errors():
             await self._llm.check_health()
 
+    async def collective_rpc(
+        self, method: str, args: tuple[Any, ...] = (), timeout_s: float | None = None
+    ) -> list[Any]:
+        """Call a worker-extension method (see `worker_energy`) in every worker; one answer per worker."""
+        # By keyword: vLLM orders them (method, timeout, args, kwargs), not as this method does.
+        return list(await self._llm.collective_rpc(method, timeout=timeout_s, args=args))
+
     def shutdown(self) -> None:
         """Stop the engine-core process and the grammar-compile processes."""
         if self._grammar_gate is not None:

@@ -172,5 +172,10 @@ class FakeEngine:
     async def pin_lora(self, adapter_id: int) -> None:
         raise RuntimeError("the fake engine serves no adapters")
 
+    async def collective_rpc(
+        self, method: str, args: tuple[Any, ...] = (), timeout_s: float | None = None
+    ) -> list[Any]:
+        raise RuntimeError(f"the fake engine has no workers to call {method} on")
+
     def shutdown(self) -> None:
         self.shut_down = True

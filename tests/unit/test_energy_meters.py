@@ -1,16 +1,20 @@
-"""Meters: RAPL on a fake powercap tree (with wrap), the CPU-time estimate, the null meter, selection."""
+"""Meters: RAPL on a fake powercap tree (with wrap), the CPU-time estimate, the null meter, selection,
+NVML on a fake NVML (CUDA_VISIBLE_DEVICES by index or UUID; MIG refused)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from server.energy.meters.base import EnergyMeterError, NullEnergyMeter
 from server.energy.meters.estimated import EstimatedMeter
-from server.energy.meters.nvml import visible_indices
+from server.energy.meters.nvml import NvmlMeter, visible_devices
 from server.energy.meters.rapl import RaplMeter
 from server.energy.meters.select import open_meter
+from tests.unit.fake_nvml import FakeNvml
+from tests.unit.test_worker_energy import gpus
 
 
 def zone(path: Path, name: str, energy_uj: int, range_uj: int = 1_000_000) -> Path:
@@ -70,7 +74,34 @@ def test_null_meter_and_selection() -> None:
 
 
 @pytest.mark.parametrize(
-    ("visible", "expected"), [(None, [0, 1, 2, 3]), ("2,0", [2, 0]), ("1, 7", [1]), ("GPU-uuid", [])]
+    ("visible", "expected"),
+    [
+        (None, ["gpu0", "gpu1", "gpu2"]),
+        ("2,0", ["gpu2", "gpu0"]),
+        ("1, 7", ["gpu1"]),
+        ("GPU-bbbb-1111,GPU-aaaa", ["GPU-bbbb-1111", "GPU-aaaa-0000"]),  # full UUIDs and CUDA's prefixes
+        ("GPU-ffff", []),
+    ],
 )
-def test_cuda_visible_devices_mapping(visible: str | None, expected: list[int]) -> None:
-    assert visible_indices(visible, 4) == expected
+def test_cuda_visible_devices_mapping(visible: str | None, expected: list[str]) -> None:
+    nvml = FakeNvml(gpus())
+    assert [name for name, _ in visible_devices(nvml, visible)] == expected
+
+
+def test_the_nvml_meter_reads_gpus_named_by_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = FakeNvml(gpus())
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    meter = NvmlMeter("GPU-bbbb-1111")
+    nvml.gpus[1].energy_mj += 3000
+    nvml.gpus[0].energy_mj += 90_000  # not named
+    assert (meter.devices, meter.read_joules()) == (["GPU-bbbb-1111"], [3.0])
+
+
+def test_the_nvml_meter_refuses_mig_lists_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(gpus()))
+    with pytest.raises(
+        EnergyMeterError, match="MIG instances .*MIG-dddd-3333.* no per-instance energy counter"
+    ):
+        NvmlMeter("MIG-dddd-3333")
+    with pytest.raises(EnergyMeterError, match="no visible GPU .CUDA_VISIBLE_DEVICES='GPU-ffff'"):
+        NvmlMeter("GPU-ffff")

@@ -32,6 +32,9 @@ SERVER_LAYERS = {
     "server.batch_wire": 2,
     "server.responses_answers": 2,
     "server.errors": 2,
+    # Hardware readers knowing nothing of the server, below the engine so its workers meter with them;
+    # listed before `server.energy`, which would match them first.
+    "server.energy.meters": 2,
     "server.engine": 3,
     "server.energy": 3,
     "server.storage": 3,
