@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from adapters.loader import AdapterManager
+from adapters.resolver import resolver_for
 from server.api.app import build_http_app
 from server.api.batch_runner import BatchRunner
 from server.api.batch_service import BatchApi
@@ -182,6 +183,7 @@ def compose(
                 ),
                 tools=settings.max_tools,
             ),
+            resolver=resolver_for(adapters, settings.adapter_dir, settings.load_adapters_on_request),
         )
         lifecycle.attach(loop, intake)
         lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)
@@ -244,6 +246,7 @@ async def _start_batches(
         serving,
         answers,
         max_in_flight=settings.batch_max_in_flight or max(1, serving.engine.max_num_seqs // 2),
+        max_beside_live=settings.batch_max_in_flight_beside_live,
         lease_s=settings.batch_lease_seconds,
         file_ttl_s=settings.batch_file_ttl_seconds,
         metrics=metrics,
@@ -306,6 +309,7 @@ async def _start_adapters(
         settings.adapter_dir,
         settings.adapter_roots,
         allow_missing=settings.allow_missing_adapters,
+        on_change=metrics.router.adapters_changed,
     )
     for name in adapters.registry.names():
         metrics.adapter_added(name)
@@ -363,6 +367,7 @@ def _start_policy(  # noqa: PLR0917 - the policy's inputs, each built above
     metrics.queued.set_function(lambda: admission.queued)
     metrics.admitted.set_function(lambda: admission.running)
     metrics.in_flex_lane.set_function(lambda: flex.waiting)
+    metrics.router.count_waiting(policy.waiting)
     if governor is not None:
         policy.spawn(governor.run())
     if source.live:

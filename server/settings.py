@@ -20,6 +20,9 @@ def _default_cache_dir() -> Path:
 SLO_POLICY_SPIN_S = 0.02
 # An answer of this many tokens, or a tenth with top_logprobs 9, is a few MB of JSON.
 DEFAULT_MAX_RESPONSE_TOKENS = 2**17
+# Live traffic, to the batch runner: a live request open, or one arrived within this many seconds (at a
+# few requests a second the gaps between them are shorter, so the cap holds through them).
+BATCH_LIVE_HOLD_S = 2.0
 
 
 class ServerSettings(BaseSettings):
@@ -37,6 +40,8 @@ class ServerSettings(BaseSettings):
     adapter_dir: Path | None = None
     lora_modules: list[str] = Field(default_factory=list)
     watch_adapters: bool = False
+    # A request naming an adapter folder of adapter_dir that is not loaded loads it (vLLM's resolver).
+    load_adapters_on_request: bool = True
     # Serve without a startup adapter that failed to load (logged); by default such a failure stops startup.
     allow_missing_adapters: bool = False
     energy_meter: Literal["auto", "nvml", "rapl", "estimated", "none"] = "auto"
@@ -147,6 +152,7 @@ class ServerSettings(BaseSettings):
     max_batch_storage_bytes: int = Field(default=10 * 2**30, ge=2**20)
     batch_file_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     batch_max_in_flight: int | None = Field(default=None, ge=1)  # None: half of max_num_seqs
+    batch_max_in_flight_beside_live: int = Field(default=2, ge=0)  # live: see BATCH_LIVE_HOLD_S
     batch_lease_seconds: float = Field(default=60.0, gt=0)
 
     @property

@@ -12,6 +12,10 @@ claims nothing more for a lease's length.
 
 Live traffic keeps its place: at most `max_in_flight` batch lines run per replica, each waits in the
 flex lane and for an admission slot like any flex request, and admission's tier order puts them last.
+Admission alone is not enough: every sequence in an engine step makes the step longer (on a CPU in
+proportion), so lines already running delay live requests' first and later tokens. While live traffic
+is about (a live request open, or one seen within `BATCH_LIVE_HOLD_S`), the runner starts lines only up
+to `max_beside_live` in flight; the others wait for a lull.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from server.api.state import AnswerOptions, Serving
 from server.batch_wire import ENDPOINTS
 from server.errors import EngineUnavailableError, OverloadedError, ServerError, server_error_body
 from server.observability.batch_metrics import BatchMetrics
+from server.settings import BATCH_LIVE_HOLD_S
 from server.storage.batches import BatchLine, BatchStore, FileRecord, LineOutcome
 
 logger = logging.getLogger(__name__)
@@ -60,6 +65,7 @@ class BatchRunner:
         answers: AnswerOptions,
         *,
         max_in_flight: int,
+        max_beside_live: int,
         lease_s: float,
         file_ttl_s: float,
         metrics: BatchMetrics,
@@ -69,6 +75,8 @@ class BatchRunner:
         self._serving = serving
         self._answers = answers
         self._max_in_flight = max_in_flight
+        self._max_beside_live = min(max_beside_live, max_in_flight)
+        self._live_seen_s = -BATCH_LIVE_HOLD_S  # monotonic: when live traffic was last seen
         self._lease_s = lease_s
         self._file_ttl_s = file_ttl_s
         self.metrics = metrics
@@ -113,7 +121,7 @@ class BatchRunner:
             logger.info("batch %s expired before it finished", batch_id)
         for batch_id in await self._store.batches_ready_to_finalize():
             await self._finalize(batch_id)
-        free = self._max_in_flight - len(self._running)
+        free = self._allowed_in_flight() - len(self._running)
         if free <= 0 or self._stopping or time.monotonic() < self._unavailable_until:
             return
         for line in await self._store.claim_lines(self.worker_id, free):
@@ -121,6 +129,15 @@ class BatchRunner:
             task = asyncio.get_running_loop().create_task(self._run_line(line), name=f"batch line {key}")
             self._running[key] = task
             task.add_done_callback(lambda _, key=key: self._done(key))
+
+    def _allowed_in_flight(self) -> int:
+        now = time.monotonic()
+        # Live requests queued for a slot are not seen here; they are queued because the slots are full,
+        # and batch lines take at most `max_in_flight` of them.
+        if any(not scope.tier.waits_in_lane for scope in self._serving.intake.open_scopes()):
+            self._live_seen_s = now
+        live = now - self._live_seen_s < BATCH_LIVE_HOLD_S
+        return self._max_beside_live if live else self._max_in_flight
 
     def _done(self, key: tuple[str, int]) -> None:
         self._running.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.cli_flags.flag import Flag
+from server.settings import BATCH_LIVE_HOLD_S
 
 BATCH_FLAGS: list[Flag] = [
     Flag(
@@ -31,6 +32,14 @@ BATCH_FLAGS: list[Flag] = [
         "--batch-max-in-flight",
         "batch_max_in_flight",
         "Batch requests one replica runs at once, all in the flex tier (default: half of --max-num-seqs).",
+        {"type": int},
+    ),
+    Flag(
+        "--batch-max-in-flight-beside-live",
+        "batch_max_in_flight_beside_live",
+        "Batch requests one replica starts at most while live requests run or arrived in the last "
+        f"{BATCH_LIVE_HOLD_S:g} s: each batch request in an engine step slows live requests' tokens too. "
+        "0: batch requests start only while no live traffic.",
         {"type": int},
     ),
     Flag(

@@ -3,6 +3,7 @@ the request path in the flex tier, poll, download; validation, limits, cancel, p
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -178,3 +179,49 @@ async def test_files_and_batches_are_listed_newest_first_a_page_at_a_time(tmp_pa
         assert len(files.data) == 3
         await api.files.delete(files.data[0].id)
         assert len((await api.files.list()).data) == 2
+
+
+class SeatCountingEngine(FakeEngine):
+    """Counts the requests in the engine by vLLM priority: 0 live (default tier), 1 flex (batch lines)."""
+
+    def __init__(self, step_delay_s: float) -> None:
+        super().__init__(step_delay_s)
+        self.active = {0: 0, 1: 0}
+        self.peak_flex = 0
+        self.peak_flex_beside_live = 0
+
+    async def generate(self, prompt: Any, spec: Any, request_id: str, **more: Any) -> Any:
+        priority = more.get("priority", 0)
+        self.active[priority] += 1
+        self.peak_flex = max(self.peak_flex, self.active[1])
+        if self.active[0]:
+            self.peak_flex_beside_live = max(self.peak_flex_beside_live, self.active[1])
+        try:
+            async for step in super().generate(prompt, spec, request_id, **more):
+                yield step
+        finally:
+            self.active[priority] -= 1
+
+
+async def test_batch_lines_keep_to_a_few_seats_while_live_requests_run(tmp_path: Path) -> None:
+    engine = SeatCountingEngine(step_delay_s=0.05)
+    settings = {"batch_max_in_flight": 6, "batch_max_in_flight_beside_live": 2}
+    async with client(engine, tmp_path, **settings) as api:
+        live = asyncio.create_task(
+            api.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=60
+            )
+        )
+
+        async def live_running() -> bool:
+            return engine.active[0] == 1
+
+        # The first request imports vLLM's output parsers, which holds the loop for seconds.
+        await until_checked(live_running, "the live request reaches the engine", timeout_s=60.0)
+        created = await submit(api, [line(f"req-{i}", max_tokens=10) for i in range(40)])
+        await live
+        batch = await finished(api, created.id)
+    assert batch.request_counts.completed == 40
+    assert 1 <= engine.peak_flex_beside_live <= 2
+    # Once live traffic is gone the cap lifts: the lines left start up to --batch-max-in-flight at once.
+    assert engine.peak_flex > 2
