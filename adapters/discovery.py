@@ -34,6 +34,17 @@ def scan(directory: Path) -> list[AdapterSpec]:
     ]
 
 
+def find(directory: Path, name: str) -> AdapterSpec | None:
+    """The folder `scan` would load last as `name` (`name`, or `name@version`), if there is one.
+
+    `name` must have passed `adapters.validation.check_name`: its alphabet holds no separator and no
+    glob character, so it never points outside `directory` nor matches more than its own folders.
+    """
+    candidates = [directory / name, *directory.glob(f"{name}@*")]
+    found = sorted(child for child in candidates if child.is_dir() and (child / CONFIG_FILE).is_file())
+    return spec_from_folder(found[-1]) if found else None
+
+
 # vLLM's JSON form: `base_model_name` only sets the parent its model list shows, which here is always
 # the served model, so it is taken and not used.
 JSON_FIELDS = frozenset({"name", "path", "base_model_name"})

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,8 +47,12 @@ class AdapterManager:
         roots: list[Path],
         *,
         max_loras: int,
+        on_change: Callable[[AdapterManager], None] = lambda _: None,
     ) -> None:
-        """Manage adapters of `engine`, whose adapter slots (`--max-loras`) number `max_loras`."""
+        """Manage adapters of `engine`, whose adapter slots (`--max-loras`) number `max_loras`.
+
+        `on_change` is called, on the event loop, after every load (done or failed), pin and unload.
+        """
         self.registry = registry
         self._engine = engine
         self._base = base
@@ -55,6 +61,7 @@ class AdapterManager:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._retiring: set[asyncio.Task[None]] = set()
+        self._on_change = on_change
 
     async def load(
         self, name: str, raw_path: str, *, version: str | None = None, pinned: bool = False
@@ -73,7 +80,7 @@ class AdapterManager:
         check_not_reserved(name, self._base)
         if version is not None:
             check_version(version)
-        async with self._locks[name]:
+        async with self._locks[name], self._changing():
             started = time.perf_counter()
             facts = await asyncio.to_thread(self._validate, raw_path)
             adapter_id = self.registry.next_id()
@@ -111,7 +118,7 @@ class AdapterManager:
         Raises:
             AdapterNotFoundError: No adapter of that name is loaded.
         """
-        async with self._locks[name]:
+        async with self._locks[name], self._changing():
             entry = self.registry.begin_unload(name)
             await self._retire(entry)
             return entry
@@ -127,7 +134,7 @@ class AdapterManager:
             AdapterCapacityError: Pinning it would break the pin rule of `adapters.slots`.
             AdapterLoadError: The engine refused the pin.
         """
-        async with self._locks[name]:
+        async with self._locks[name], self._changing():
             entry = self.registry.current(name)
             if entry is None:
                 raise AdapterNotFoundError(f"No adapter named '{name}' is loaded.")
@@ -164,3 +171,12 @@ class AdapterManager:
         await self._remove_from_engine(entry)
         self.registry.finish_unload(entry)
         logger.info("adapter %s unloaded", entry.ref.engine_name)
+        self._on_change(self)  # a replaced version leaves the engine's slots
+
+    @contextlib.asynccontextmanager
+    async def _changing(self) -> AsyncIterator[None]:
+        # However the change ended (done, refused, cancelled), observers see the state it left.
+        try:
+            yield
+        finally:
+            self._on_change(self)

@@ -51,6 +51,10 @@ class EngineSlots:
         """Versions pinned in the engine (an unpinned flag does not unpin them there)."""
         return len(self._pinned)
 
+    def is_pinned(self, adapter_id: int) -> bool:
+        """Whether the version is pinned in the engine."""
+        return adapter_id in self._pinned
+
     def _refuse(self, held: int, pinned: int, pinning: bool) -> None:
         if pinned == 0 or held <= self.max_loras:
             return

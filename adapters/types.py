@@ -48,3 +48,12 @@ class AdapterRef:
     def path(self) -> Path:
         """The adapter's directory."""
         return self.facts.path
+
+
+def served_name(engine_name: str) -> str:
+    """The name clients use for an engine-side name (`AdapterRef.engine_name`); any other name unchanged.
+
+    Adapter names never hold '@' (`adapters.validation.NAME_PATTERN`), so the first one ends the name.
+    """
+    name, at, _ = engine_name.partition("@")
+    return name if at else engine_name

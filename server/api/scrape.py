@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from server.energy.summary import EnergySummaryExporter
+from server.observability.router_metrics import ServedLoraNames
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,16 @@ class ScrapeSnapshots:
 def server_snapshots(
     registry: CollectorRegistry, energy: EnergySummaryExporter, min_interval_s: float
 ) -> ScrapeSnapshots:
-    """Snapshots of wattserve's registry, vLLM's (the process-wide one) and the energy summary."""
+    """Snapshots of wattserve's registry, vLLM's (the process-wide one) and the energy summary.
+
+    vLLM's page names adapters as clients do (`ServedLoraNames`), rewritten here in the render thread.
+    """
+    vllm_metrics = ServedLoraNames(REGISTRY)
 
     def render() -> Callable[[], Snapshot]:
         summary = energy.summary()  # on the event loop: the ledger's totals as of this moment
         return lambda: Snapshot(
-            generate_latest(registry) + generate_latest(REGISTRY), summary.model_dump_json().encode()
+            generate_latest(registry) + generate_latest(vllm_metrics), summary.model_dump_json().encode()
         )
 
     return ScrapeSnapshots(render, min_interval_s)

@@ -161,6 +161,12 @@ ADAPTER_FLAGS: list[Flag] = [
         "Follow --adapter-dir: load and unload on changes.",
         {"action": "store_true"},
     ),
+    Flag(
+        "--load-adapters-on-request",
+        "load_adapters_on_request",
+        "A request whose model names a folder of --adapter-dir not loaded yet loads it first.",
+        {"action": argparse.BooleanOptionalAction},
+    ),
 ]
 ADMISSION_FLAGS: list[Flag] = [
     Flag(

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from server.energy.ledger import EnergyAccount, EnergyWindow
 from server.observability.histograms import BulkHistogram
+from server.observability.router_metrics import RouterMetrics
 from server.outcome import RequestRecord, Status
 from server.tiers import TIERS
 
@@ -171,6 +172,7 @@ class ServerMetrics:
         self.governor_max_running = Gauge(
             "wattserve_governor_max_running", "Requests the governor lets run at once.", registry=registry
         )
+        self.router = RouterMetrics(registry)  # what routers and autoscalers read (router_metrics.py)
         self.meter_info = Gauge(
             "wattserve_energy_meter_info", "The energy meter in use (value 1).", ["source"], registry=registry
         )

@@ -30,6 +30,14 @@ class ServingPolicy:
     governor: Governor | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def waiting(self) -> int:
+        """Requests waiting anywhere: admission queue, flex lane, and the engine's queue as of its last step.
+
+        A request is in at most one of them: it leaves the lane before it queues for admission, and is
+        in the engine only once admitted.
+        """
+        return self.admission.queued + self.flex.waiting + self.load.waiting
+
     def on_step(self, produced_output: bool, running: int, waiting: int) -> None:
         """One engine step (from the engine's stat logger, on the event loop)."""
         self.load.observe(running, waiting)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from adapters.discovery import AdapterSpec, parse_lora_module, scan
@@ -39,10 +40,12 @@ async def start_adapters(
     adapter_roots: list[Path],
     *,
     allow_missing: bool = False,
+    on_change: Callable[[AdapterManager], None] = lambda _: None,
 ) -> AdapterManager:
     """Build the adapter manager and load the startup adapters.
 
-    An adapter named like the base model is one of those refused (`reserved_name`).
+    An adapter named like the base model is one of those refused (`reserved_name`). `on_change` follows
+    every change of the adapters the engine holds (see `AdapterManager`).
 
     Raises:
         StartupAdaptersError: One or more failed to load (each is logged), unless `allow_missing`: a
@@ -60,6 +63,7 @@ async def start_adapters(
         base_model_info(engine.served_model_names, engine.model_path, engine.max_lora_rank),
         allowed_roots(adapter_roots, adapter_dir, specs),
         max_loras=engine.max_loras,
+        on_change=on_change,
     )
     if adapter_dir is not None:
         specs += scan(adapter_dir)

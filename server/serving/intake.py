@@ -39,6 +39,14 @@ class UntilGone(Protocol):
         ...
 
 
+class AdapterResolver(Protocol):
+    """Loads an adapter a request names that is not loaded yet (`adapters.resolver.FolderResolver`)."""
+
+    async def resolve(self, name: str) -> bool:
+        """Make `name` served if it can be found; False if not (raises if found and refused)."""
+        ...
+
+
 class RequestIntake:
     """Opens scopes, knows every open one, and closes intake at shutdown or engine death."""
 
@@ -49,8 +57,11 @@ class RequestIntake:
         admission: AdmissionController,
         flex: FlexLane,
         limits: InputLimits,
+        *,
+        resolver: AdapterResolver | None = None,
     ) -> None:
         self.services = services
+        self.resolver = resolver
         self.served_model_names = frozenset(served_model_names)
         self.admission = admission
         self.flex = flex
@@ -75,11 +86,12 @@ class RequestIntake:
 
         Raises:
             ModelNotFoundError: Nothing of that name is served (404).
+            AdapterError: An adapter folder of that name could not be loaded on this first request.
             OverloadedError: The admission queue or the flex lane is full (429).
             ClientDisconnectedError: The client went away while queued.
         """
         arrival_s = time.monotonic()
-        adapter = self._lease(model)
+        adapter = await self._lease(model, until_gone)
         lane_wait_s, baseline_g_per_j = 0.0, None
         adapters = self.services.adapters
         try:
@@ -129,10 +141,15 @@ class RequestIntake:
         if not self._open:
             self._none_open.set()
 
-    def _lease(self, model: str) -> AdapterRef | None:
+    async def _lease(self, model: str, until_gone: UntilGone) -> AdapterRef | None:
         if model in self.served_model_names:
             return None
-        if self.services.adapters is not None:
+        adapters = self.services.adapters
+        if adapters is not None:
             with contextlib.suppress(AdapterNotFoundError):
-                return self.services.adapters.acquire(model)
+                return adapters.acquire(model)
+            # Only a name nothing serves reaches the resolver: served names never leave the event loop.
+            if self.resolver is not None and await until_gone(self.resolver.resolve(model)):
+                with contextlib.suppress(AdapterNotFoundError):  # unloaded again meanwhile
+                    return adapters.acquire(model)
         raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
