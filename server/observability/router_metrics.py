@@ -69,12 +69,12 @@ class RouterMetrics:
         Each series changes on its own (never a clear-and-refill), so a scrape rendered meanwhile in its
         thread never misses an adapter that stays loaded.
         """
-        wanted = set(wanted)
-        for labels in wanted:
+        shown = set(wanted)
+        for labels in shown:
             self.resident.labels(*labels).set(1)
-        for labels in self._shown - wanted:
+        for labels in self._shown - shown:
             self.resident.remove(*labels)
-        self._shown = wanted
+        self._shown = shown
 
 
 def residency(manager: AdapterManager) -> list[Residency]:
