@@ -7,7 +7,7 @@ wattserve replica as vLLM exports them:
 
 - vLLM's waiting count sees only its own scheduler's queue, not requests held in wattserve's admission
   queue or flex lane, so an overloaded replica looks idle: `wattserve_num_requests_waiting` counts all
-  three (map the picker's `--total-queued-requests-metric` to it);
+  three (the endpoint picker's queue metric is mapped to it: docs/deploy.md);
 - `vllm:lora_requests_info` names adapters by their engine-side keys (`demo-alpha@v1#1`), which no
   client sends, so LoRA affinity never matched: the page is rewritten as it is rendered
   (`ServedLoraNames`) to carry the names clients put in `model`.
