@@ -14,7 +14,10 @@ pays one comparison per read and per header and a streamed token pays nothing:
   buffer above its high-water mark and not shrinking) is aborted. The stream's task then sees the
   disconnect and its request scope closes as for any client that left.
 - the connection's flow control is in every request's ASGI scope under `FLOW_EXTENSION`, so a stream can
-  see that its client stopped reading and keep taking the engine's output meanwhile (`respond.py`).
+  see that its client stopped reading and keep taking the engine's output meanwhile (`respond.py`);
+- the request's own `send`, before any middleware wraps it, is there under `BODY_SEND_EXTENSION`: a
+  stream sends its body chunks with it, one per token, past Starlette's wrappers, which only act on the
+  response's start (they note that it started), which goes through them as usual.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from uvicorn.server import ServerState
 logger = logging.getLogger(__name__)
 
 FLOW_EXTENSION = "wattserve.flow"  # uvicorn's FlowControl of the connection: `.write_paused`
+BODY_SEND_EXTENSION = "wattserve.body_send"  # the request cycle's own `send`, for response body chunks
 HEADERS_TOO_LARGE = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
 
 
@@ -98,6 +102,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = None
         self._heads_done += 1
         super().on_headers_complete()
+        self.scope["extensions"][BODY_SEND_EXTENSION] = self.cycle.send  # type: ignore[typeddict-item]
 
     def on_message_complete(self) -> None:
         """The body is whole: the next bytes are the next request's head."""

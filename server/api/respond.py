@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from server.answers import EnergyUsage, PromptTokensDetails, Usage
-from server.api.connection import FLOW_EXTENSION
+from server.api.connection import BODY_SEND_EXTENSION, FLOW_EXTENSION
 from server.api.disconnect import unless_disconnected
 from server.api.json_body import serialize
 from server.api.sse import DONE, sse_event
@@ -105,10 +105,12 @@ class ScopedStreamingResponse(StreamingResponse):
         super().__init__(content, media_type="text/event-stream", headers=headers)
         self._request_scope = scope
         self._flow: Any = None
+        self._body_send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Stream, then close the request scope (a no-op when the stream already closed it)."""
-        self._flow = scope.get("extensions", {}).get(FLOW_EXTENSION)
+        extensions = scope.get("extensions", {})
+        self._flow, self._body_send = extensions.get(FLOW_EXTENSION), extensions.get(BODY_SEND_EXTENSION)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -119,6 +121,7 @@ class ScopedStreamingResponse(StreamingResponse):
         """Send each event; while the client is not reading, keep taking events and send them together."""
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         flow, held = self._flow, []
+        send = self._body_send or send  # past the middlewares' wrappers: a chunk per token adds up
         async for chunk in self.body_iterator:
             # A send while the connection's buffer is full waits for the client; the engine would wait too.
             if flow is not None and flow.write_paused:
