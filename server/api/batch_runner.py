@@ -42,7 +42,11 @@ from server.storage.batches import BatchLine, BatchStore, FileRecord, LineOutcom
 logger = logging.getLogger(__name__)
 
 BATCH_TIER = "flex"
-POLL_S = 0.5  # how often an idle runner looks for claimable lines and finished batches
+POLL_S = 0.5  # how often a runner with batch work about looks for claimable lines and finished batches
+# With none about it looks less often: every look is a few store queries on the event loop's thread pool,
+# and a replica serving live traffic only should not pay them twice a second. A batch created here wakes
+# the runner at once; one created through another replica waits at most this long.
+IDLE_POLL_S = 2.0
 PURGE_EVERY_S = 600.0  # how often expired files and old finished batches are deleted
 RETRY_FULL_S = 1.0  # a line refused for a full queue (429) tries again after this long
 
@@ -99,18 +103,20 @@ class BatchRunner:
     async def _loop(self) -> None:
         renewed = time.monotonic()
         while not self._stopping:
+            busy = True
             try:
-                await self._tick()
+                busy = await self._tick()
                 if self._running and time.monotonic() - renewed > self._lease_s / 3:
                     await self._store.renew_claims(self.worker_id, list(self._running))
                     renewed = time.monotonic()
             except Exception:  # the store may be briefly unreachable (PostgreSQL restarting): try again
                 logger.exception("batch runner: a round failed; trying again")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                await asyncio.wait_for(self._wake.wait(), POLL_S if busy or self._running else IDLE_POLL_S)
             self._wake.clear()
 
-    async def _tick(self) -> None:
+    async def _tick(self) -> bool:
+        """One look for work; whether there was any (a batch to finish, a line claimed or left to claim)."""
         now = time.time()
         if now - self._purged_at > PURGE_EVERY_S:
             self._purged_at = now
@@ -119,16 +125,19 @@ class BatchRunner:
                 logger.info("purged %d expired files and finished batches", purged)
         for batch_id in await self._store.expire_due(now):
             logger.info("batch %s expired before it finished", batch_id)
-        for batch_id in await self._store.batches_ready_to_finalize():
+        finishing = await self._store.batches_ready_to_finalize()
+        for batch_id in finishing:
             await self._finalize(batch_id)
         free = self._allowed_in_flight() - len(self._running)
         if free <= 0 or self._stopping or time.monotonic() < self._unavailable_until:
-            return
-        for line in await self._store.claim_lines(self.worker_id, free):
+            return True
+        claimed = await self._store.claim_lines(self.worker_id, free)
+        for line in claimed:
             key = (line.batch_id, line.line_no)
             task = asyncio.get_running_loop().create_task(self._run_line(line), name=f"batch line {key}")
             self._running[key] = task
             task.add_done_callback(lambda _, key=key: self._done(key))
+        return bool(finishing or claimed)
 
     def _allowed_in_flight(self) -> int:
         now = time.monotonic()
