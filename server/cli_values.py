@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from adapters.discovery import parse_lora_module
+from server.energy.meters.select import check_kind
 
 
 def json_list(text: str) -> list[str]:
@@ -38,3 +39,11 @@ def lora_module(text: str) -> str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
     return text
+
+
+def energy_meter(text: str) -> str:
+    """An `--energy-meter` value: auto, none, node, or meter parts joined by `+`."""
+    try:
+        return check_kind(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err

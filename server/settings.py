@@ -44,7 +44,8 @@ class ServerSettings(BaseSettings):
     load_adapters_on_request: bool = True
     # Serve without a startup adapter that failed to load (logged); by default such a failure stops startup.
     allow_missing_adapters: bool = False
-    energy_meter: Literal["auto", "nvml", "rapl", "estimated", "none"] = "auto"
+    # auto, none, node, or parts joined by + (server/energy/meters/select.py checks them on use)
+    energy_meter: str = Field(default="auto", pattern=r"^(auto|none|node|[a-z]+(\+[a-z]+)*)$")
     energy_sample_period_s: float = Field(default=0.1, gt=0, le=10)
     prefill_energy_weight: float = Field(default=0.25, ge=0)
     decode_energy_weight: float = Field(default=1.0, ge=0)

@@ -10,6 +10,7 @@ import json
 
 from server.cli_flags.agents import AGENT_FLAGS
 from server.cli_flags.batch import BATCH_FLAGS
+from server.cli_flags.energy import ENERGY_FLAGS
 from server.cli_flags.flag import Flag
 from server.cli_values import json_list, json_object, lora_module
 
@@ -332,46 +333,6 @@ TIER_FLAGS: list[Flag] = [
         "--flex-max-intensity",
         "flex_max_intensity",
         "Hold flex work while the grid is dirtier than this many gCO2e/kWh (within the wait bound).",
-        {"type": float},
-    ),
-]
-ENERGY_FLAGS: list[Flag] = [
-    Flag(
-        "--energy-meter",
-        "energy_meter",
-        "auto: NVML, else RAPL, else the labelled CPU-time estimate.",
-        {"choices": ["auto", "nvml", "rapl", "estimated", "none"]},
-    ),
-    Flag("--energy-sample-period", "energy_sample_period_s", "Seconds between meter reads.", {"type": float}),
-    Flag(
-        "--prefill-energy-weight",
-        "prefill_energy_weight",
-        "Dynamic-energy weight of a prompt token.",
-        {"type": float},
-    ),
-    Flag(
-        "--decode-energy-weight",
-        "decode_energy_weight",
-        "Dynamic-energy weight of an output token.",
-        {"type": float},
-    ),
-    Flag(
-        "--idle-floor-min-seconds",
-        "idle_floor_min_seconds",
-        "Idle stretch that re-measures the idle power floor.",
-        {"type": float},
-    ),
-    Flag(
-        "--grid-intensity",
-        "grid_intensity_g_per_kwh",
-        "Grid carbon intensity, gCO2e per kWh.",
-        {"type": float},
-    ),
-    Flag("--pue", "pue", "Power usage effectiveness of the data centre.", {"type": float}),
-    Flag(
-        "--estimated-watts-per-core",
-        "estimated_watts_per_core",
-        "Watts per busy core for the estimate.",
         {"type": float},
     ),
 ]

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
 from server.energy.carbon import CarbonModel
 from server.energy.ledger import PREFILL, EnergyAccount, EnergyWindow
+from server.energy.meters.combined import part_sources
+from server.energy.meters.device_probe import DeviceReading
 
 WINDOW_S = 60.0
 
 
 class DeviceEnergy(BaseModel):
-    """One metered device."""
+    """One metered device; with the engine's workers as the meter, where it is and how it was read."""
 
     name: str
     watts: float
+    node: str | None = None
+    device: str | None = None
+    kind: str | None = None  # "nvml", "estimated" or "unmetered" (a MIG instance: no counter of its own)
+    joules: float | None = None  # since start; None where the device cannot be metered
+    note: str | None = None  # why unmetered, or "shared with N other processes" (its GPU's whole draw)
 
 
 class GroupEnergy(BaseModel):
@@ -38,7 +46,10 @@ class GroupEnergy(BaseModel):
 
 
 class EnergySummary(BaseModel):
-    """Body of `GET /v1/energy`. `source` says how energy was obtained; "estimated" is not a measurement.
+    """Body of `GET /v1/energy`.
+
+    `source` names the meter's parts (`nvml+rapl`); `estimated` is true when any of them is the CPU-time
+    estimate, which is not a measurement.
 
     `joules` of a request or group is its full attributed share (static + dynamic); `dynamic_joules` is
     the part above the idle floor, what its work added. Metered = attributed + idle; attributed = static
@@ -104,6 +115,14 @@ class EnergySummaryExporter:
         self._tiers: dict[str, GroupEnergy] = {}
         # (end seconds, attributed J, output tokens) per window, for the last-minute J/token.
         self._recent: deque[tuple[float, float, int]] = deque()
+        self._device_readings: Callable[[], Sequence[DeviceReading]] = tuple
+
+    def use_meter(
+        self, source: str, devices: list[str], device_readings: Callable[[], Sequence[DeviceReading]]
+    ) -> None:
+        """Report the engine's workers' meter, known once the engine runs, with each device's reading."""
+        self._source, self._devices, self._watts = source, devices, [0.0] * len(devices)
+        self._device_readings = device_readings
 
     def export_power(self, watts: list[float]) -> None:
         """Keep the latest power per device."""
@@ -149,6 +168,23 @@ class EnergySummaryExporter:
         while self._recent and self._recent[0][0] < window.end_s - WINDOW_S:
             self._recent.popleft()
 
+    def _device_figures(self) -> list[DeviceEnergy]:
+        readings = {f"{r.node}/{r.device}": r for r in self._device_readings()}
+        figures = []
+        for name, watts in zip(self._devices, self._watts, strict=True):
+            reading = readings.get(name)
+            details = {}
+            if reading is not None:
+                details = {
+                    "node": reading.node,
+                    "device": reading.device,
+                    "kind": reading.kind,
+                    "joules": reading.joules,
+                    "note": reading.note or None,
+                }
+            figures.append(DeviceEnergy(name=name, watts=watts, **details))
+        return figures
+
     def summary(self) -> EnergySummary:
         """The current document."""
         totals = self._totals
@@ -176,8 +212,8 @@ class EnergySummaryExporter:
 
         return EnergySummary(
             source=self._source,
-            estimated=self._source == "estimated",
-            devices=[DeviceEnergy(name=d, watts=w) for d, w in zip(self._devices, self._watts, strict=True)],
+            estimated="estimated" in part_sources(self._source),  # any part estimated: said so
+            devices=self._device_figures(),
             watts=sum(self._watts),
             idle_floor_watts=self._floor_w,
             idle_floor_measured=self._floor_measured,
