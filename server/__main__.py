@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from server.api.http_server import DrainingServer, log_level_number, uvicorn_config
 from server.cli import parse_command_line, settings_from
 from server.compose import compose
+from server.compose_energy import WORKERS
 from server.default_model import MODEL_NAME, ensure_default_model
 from server.engine import plugin_gate, spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
 from server.engine.grammar_gate import GrammarLimits
+from server.engine.worker_energy import add_energy_extension
 from server.settings import ServerSettings
 
 logger = logging.getLogger("wattserve")
@@ -68,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     # (in this process and the engine processes that inherit it), never in another vLLM of this environment.
     os.environ[plugin_gate.ENV] = "1"
     engine_args = engine_args_from(args)
+    if settings.energy_meter in ("auto", "nvml", WORKERS):  # those that may meter through the workers
+        try:
+            add_energy_extension(engine_args, required=settings.energy_meter == WORKERS)
+        except ValueError as err:
+            logger.error("%s", err)  # noqa: TRY400 - a usage error, not a crash
+            return 2
     spin_s = settings.resolved_engine_spin_seconds
     if spin_s is not None:  # read by the plugin in each of vLLM's processes
         os.environ[spin_tail.ENV] = str(spin_s)

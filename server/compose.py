@@ -3,7 +3,8 @@
 Two phases, because the engine's size sets the serving policy's defaults and the engine starts only in
 the app's lifespan (uvicorn listens once it has):
 - with the app (`compose`): meter, carbon model, metrics, energy summary, process lifecycle;
-- once the engine runs (`start`): energy books and sampler, adapters, latency tracker, serving
+- once the engine runs (`start`): the engine's workers as the meter where they can be (`compose_energy`),
+  energy books and sampler, adapters, latency tracker, serving
   policy, request intake; `stop` tears them down in the reverse order.
 Nothing is filled in later: each object gets its collaborators in its constructor.
 """
@@ -27,13 +28,10 @@ from server.api.lifespan import make_lifespan
 from server.api.responses_service import ResponsesService
 from server.api.scrape import server_snapshots
 from server.api.state import AnswerOptions, AppState, Serving
-from server.energy.books import EnergyBooks, EnergyExporter
+from server.compose_energy import OpenedMeter, engine_meter, open_server_meter, start_books
 from server.energy.carbon import CarbonModel
-from server.energy.floor import IdleFloor
 from server.energy.intensity import IntensitySource
-from server.energy.ledger import EnergyLedger
-from server.energy.meters.base import EnergyMeter
-from server.energy.meters.select import open_meter
+from server.energy.meters.base import EnergyMeter, EnergyMeterError
 from server.energy.sampler import EnergySampler, NullSampler
 from server.energy.summary import EnergySummaryExporter
 from server.engine.protocol import EngineClient
@@ -112,18 +110,13 @@ def compose(
         stop_engine: Called once at shutdown with that engine.
         meter: The energy meter; by default the one `settings.energy_meter` names.
     """
-    if meter is None:
-        meter = open_meter(
-            settings.energy_meter,
-            cuda_visible_devices=settings.cuda_visible_devices,
-            watts_per_core=settings.estimated_watts_per_core,
-        )
+    opened = open_server_meter(settings) if meter is None else OpenedMeter(meter, try_workers=False)
     carbon = _carbon_model(settings)
     registry = CollectorRegistry()
-    metrics = ServerMetrics(registry, meter.source, list(meter.devices))
+    metrics = ServerMetrics(registry, opened.meter.source, list(opened.meter.devices))
     metrics.adapter_added(BASE_LABEL)
     metrics.grid_intensity.set_function(lambda: carbon.grid_g_per_kwh)
-    summary = EnergySummaryExporter(meter.source, list(meter.devices), carbon)
+    summary = EnergySummaryExporter(opened.meter.source, list(opened.meter.devices), carbon)
     lifecycle = Lifecycle(settings.shutdown_grace_seconds)
     state = AppState(
         scrapes=server_snapshots(registry, summary, settings.scrape_min_interval_ms / 1000),
@@ -134,11 +127,12 @@ def compose(
     async def start() -> tuple[Serving, Running]:
         engine = start_engine()
         logger.info("serving %s (max_model_len=%d)", engine.served_model_name, engine.max_model_len)
-        loop = asyncio.get_running_loop()
-        sampler, books = _start_books(settings, meter, carbon, [metrics, summary], loop)
+        sampler: EnergySampler | NullSampler = NullSampler()  # until the meter is known
         try:
+            meter = await engine_meter(settings, engine, opened, (metrics, summary), registry)
+            sampler, books = start_books(settings, meter, carbon, [metrics, summary])
             adapters, watcher = await _start_adapters(settings, engine, metrics)
-        except StartupAdaptersError:
+        except (EnergyMeterError, StartupAdaptersError):
             lifecycle.exit_code = EXIT_STARTUP_FAILED
             sampler.stop()
             stop_engine(engine)
@@ -185,7 +179,7 @@ def compose(
             ),
             resolver=resolver_for(adapters, settings.adapter_dir, settings.load_adapters_on_request),
         )
-        lifecycle.attach(loop, intake)
+        lifecycle.attach(asyncio.get_running_loop(), intake)
         lifecycle.watch_engine(lambda: engine.is_dead, intake, settings.keep_alive_on_engine_death)
         responses = await ResponsesService.open(await _open_response_store(settings))
         batches = await _start_batches(
@@ -205,7 +199,8 @@ def compose(
         for scope in running.intake.open_scopes():
             scope.close(Status.ABORTED)
         await _finish_requests_work(running)
-        running.sampler.stop()
+        # Off the loop: the workers' meter waits on this loop for its RPC while the sampler is joined.
+        await asyncio.to_thread(running.sampler.stop)
         running.policy.stop()
         lifecycle.stop()
         lifecycle.attach(asyncio.get_running_loop(), None)
@@ -273,29 +268,6 @@ def _carbon_model(settings: ServerSettings) -> CarbonModel:
         {name.strip(): value.strip() for name, value in headers.items()},
     )
     return CarbonModel(intensity, settings.pue)
-
-
-def _start_books(
-    settings: ServerSettings,
-    meter: EnergyMeter,
-    carbon: CarbonModel,
-    exporters: list[EnergyExporter],
-    loop: asyncio.AbstractEventLoop,
-) -> tuple[EnergySampler | NullSampler, EnergyBooks]:
-    """The energy books and the sampler that feeds them, started."""
-    ledger = EnergyLedger(
-        settings.prefill_energy_weight,
-        settings.decode_energy_weight,
-        IdleFloor(min_idle_s=settings.idle_floor_min_seconds),
-        carbon.grams_per_joule_at,
-    )
-    metering = meter.source != "none"
-    sampler = EnergySampler(meter, loop, settings.energy_sample_period_s) if metering else NullSampler()
-    books = EnergyBooks(ledger, meter.source, meter.devices, exporters, sampler)
-    sampler.start(books.on_reading)
-    if metering:
-        logger.info("energy meter: %s (%s)", meter.source, ", ".join(meter.devices))
-    return sampler, books
 
 
 async def _start_adapters(

@@ -11,7 +11,9 @@ ENERGY_FLAGS: list[Flag] = [
         "energy_meter",
         "auto: NVML, else RAPL, else the labelled CPU-time estimate. node: the whole node, NVML for the "
         "GPUs and RAPL (else the estimate) for the host. Or parts joined by +: nvml+rapl, nvml+estimated; "
-        "each part's devices stay named in /v1/energy. none: no metering.",
+        "each part's devices stay named in /v1/energy. workers: each engine worker meters its own device "
+        "(any node; MIG and shared GPUs stated); auto and nvml use them too where this process sees NVML "
+        "GPUs and the workers answer. none: no metering.",
         {"type": energy_meter},
     ),
     Flag("--energy-sample-period", "energy_sample_period_s", "Seconds between meter reads.", {"type": float}),

@@ -119,7 +119,7 @@ def add_energy_extension(engine_args: AsyncEngineArgs, *, required: bool) -> boo
     )
     if required:
         raise ValueError(f"--energy-meter workers: {message}")
-    logger.warning("energy meter: workers not metered (%s)", message)
+    logger.info("energy meter: workers not metered (%s)", message)
     return False
 
 

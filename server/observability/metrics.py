@@ -183,6 +183,18 @@ class ServerMetrics:
         self._floor = self.idle_floor.labels(source=energy_source)
         self._power = [self.power.labels(device=d, source=energy_source) for d in devices]
 
+    def use_meter(self, source: str, devices: list[str]) -> None:
+        """Label the meter's series anew: the engine's workers, known once it runs, replaced the meter."""
+        for metric in (self.meter_info, self.metered_energy, self.idle_floor):
+            metric.remove(self.source)
+        for device in self._devices:
+            self.power.remove(device, self.source)
+        self.source, self._devices = source, devices
+        self.meter_info.labels(source=source).set(1)
+        self._metered = self.metered_energy.labels(source=source)
+        self._floor = self.idle_floor.labels(source=source)
+        self._power = [self.power.labels(device=d, source=source) for d in devices]
+
     def adapter_added(self, adapter: str) -> None:
         """Create an adapter's series up front, so they read 0 before its first request."""
         for tier in TIERS:

@@ -46,6 +46,7 @@ SERVER_LAYERS = {
     "server.cli_values": 7,
     "server.cli_flags": 8,
     "server.compose": 8,
+    "server.compose_energy": 7,
     "server.vllm_flags": 8,
     "server.cli": 9,
     "server.__main__": 10,
@@ -60,7 +61,7 @@ ALLOWED = {
     "starlette": ("server.api",),
     "uvicorn": ("server.api",),
     # The governor and the rest of the server read their own state; only exporters touch collectors.
-    "prometheus_client": ("server.observability", "server.api", "server.compose"),
+    "prometheus_client": ("server.observability", "server.api", "server.compose", "server.compose_energy"),
 }
 
 

@@ -16,12 +16,12 @@ from server.energy.meters.rapl import RaplMeter
 logger = logging.getLogger(__name__)
 
 PARTS = ("nvml", "rapl", "estimated")
-KINDS_HELP = "auto, none, node, or nvml, rapl, estimated joined by + (nvml+rapl)"
+KINDS_HELP = "auto, none, node, workers, or nvml, rapl, estimated joined by + (nvml+rapl)"
 
 
 def check_kind(kind: str) -> str:
     """`kind` if it names a meter, else ValueError saying what does."""
-    if kind in ("auto", "none", "node"):
+    if kind in ("auto", "none", "node", "workers"):  # workers: opened once the engine runs (compose_energy)
         return kind
     parts = kind.split("+")
     if any(part not in PARTS for part in parts) or len(set(parts)) != len(parts):
