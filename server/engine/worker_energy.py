@@ -34,9 +34,11 @@ class EnergyWorkerExtension:
     worker's.
     """
 
-    def wattserve_energy_pids(self) -> list[int]:
-        """This worker's process and its parent (the engine core, or the executor that spawned it)."""
-        return [os.getpid(), os.getppid()]
+    def wattserve_energy_pids(self) -> dict[str, Any]:
+        """This worker's process and its parent (engine core or executor), and the data-parallel size."""
+        config = getattr(self, "vllm_config", None)
+        data_parallel = config.parallel_config.data_parallel_size if config is not None else 1
+        return {"pids": [os.getpid(), os.getppid()], "data_parallel_size": data_parallel}
 
     def wattserve_energy_open(
         self, engine_pids: list[int], watts_per_core: float, period_s: float

@@ -75,11 +75,19 @@ class WorkerEnergyMeter:
             EnergyMeterError: The workers lack the extension (RPC failed) or none can be metered.
         """
         try:
-            pids = await engine.collective_rpc(PIDS_RPC, timeout_s=timeout_s)
-            engine_pids = sorted({os.getpid(), *(pid for worker in pids for pid in worker)})
+            processes = await engine.collective_rpc(PIDS_RPC, timeout_s=timeout_s)
+            engine_pids = sorted({os.getpid(), *(pid for worker in processes for pid in worker["pids"])})
+            # vLLM's data-parallel clients answer a collective RPC with the first engine's workers only:
+            # the others' devices would go unmetered, unseen.
+            if any(worker["data_parallel_size"] > 1 for worker in processes):
+                raise EnergyMeterError(
+                    "a data-parallel engine: vLLM answers collective_rpc for its first engine only"
+                )
             replies = await engine.collective_rpc(
                 OPEN_RPC, args=(engine_pids, watts_per_core, period_s), timeout_s=timeout_s
             )
+        except EnergyMeterError:
+            raise
         except Exception as err:  # vLLM raises plain exceptions for a failed RPC
             raise EnergyMeterError(f"engine workers cannot be metered: {err}") from err
         first = [DeviceReading.from_wire(reply) for reply in replies]

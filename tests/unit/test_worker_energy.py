@@ -150,6 +150,7 @@ class CpuWorker(EnergyWorkerExtension):
 
 def test_a_cpu_worker_reports_a_labelled_estimate_that_grows() -> None:
     worker = CpuWorker()
+    assert worker.wattserve_energy_pids() == {"pids": [os.getpid(), os.getppid()], "data_parallel_size": 1}
     first = DeviceReading.from_wire(worker.wattserve_energy_open([os.getpid()], 10.0, 0.01))
     assert (first.node, first.device, first.kind) == (socket.gethostname(), "cpu-rank0", ESTIMATED)
     assert "estimated" in first.note
@@ -202,6 +203,7 @@ class FakeWorkers:
         self.readings = readings
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.fail = False
+        self.data_parallel = 1
 
     async def collective_rpc(
         self, method: str, args: tuple[Any, ...] = (), timeout_s: float | None = None
@@ -210,7 +212,10 @@ class FakeWorkers:
         if self.fail:
             raise RuntimeError("Engine core died")
         if method == "wattserve_energy_pids":
-            return [[200 + i] for i in range(len(self.readings))]
+            return [
+                {"pids": [200 + i], "data_parallel_size": self.data_parallel}
+                for i in range(len(self.readings))
+            ]
         return [reading.to_wire() for reading in self.readings]
 
 
@@ -278,6 +283,13 @@ def test_rpc_failures_become_meter_errors(loop: asyncio.AbstractEventLoop) -> No
     failing.fail = True
     with pytest.raises(EnergyMeterError, match="cannot be metered"):
         open_meter(failing, loop)
+
+
+def test_a_data_parallel_engine_is_refused(loop: asyncio.AbstractEventLoop) -> None:
+    workers = FakeWorkers([DeviceReading("node-a", "GPU-aaaa", NVML, 10.0)])
+    workers.data_parallel = 2
+    with pytest.raises(EnergyMeterError, match="data-parallel"):
+        open_meter(workers, loop)
 
 
 def test_reading_on_the_event_loop_is_refused(loop: asyncio.AbstractEventLoop) -> None:
