@@ -74,7 +74,9 @@ def _open_probe(
     device: Any, rank: int, engine_pids: set[int], watts_per_core: float, period_s: float
 ) -> DeviceProbe:
     node = socket.gethostname()
-    kind = getattr(device, "type", "cpu")
+    kind = getattr(device, "type", None)
+    if kind is None:  # vLLM sets the worker's device before it serves: not reached in a running engine
+        return DeviceProbe(DeviceReading(node, f"rank{rank}", UNMETERED, None, "the worker has no device"))
     if kind == "cpu":
         return cpu_probe(node, rank, watts_per_core, period_s)
     if kind != "cuda":
@@ -87,7 +89,9 @@ def _open_probe(
     props = torch.cuda.get_device_properties(index)
     uuid = str(getattr(props, "uuid", "")) or None
     bus_id = None
-    if all(hasattr(props, name) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")):  # torch >= 2.5
+    if all(
+        hasattr(props, name) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")
+    ):  # not in older torch
         bus_id = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
     return gpu_probe(
         node,
