@@ -30,6 +30,19 @@ class EnergySampler:
         self._lock = threading.Lock()  # meters keep state between reads
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wattserve-energy-sampler", daemon=True)
+        self._failing: str | None = None  # the failure last logged, until a read succeeds again
+
+    def _failed(self, err: EnergyMeterError) -> None:
+        # A meter that stays broken (its engine died and the server is kept alive) fails ten times a
+        # second: log each new failure once, with its traceback, and its end.
+        if str(err) != self._failing:
+            self._failing = str(err)
+            logger.exception("energy meter read failed (logged again only when the failure changes)")
+
+    def _succeeded(self) -> None:
+        if self._failing is not None:
+            self._failing = None
+            logger.info("energy meter reads again")
 
     def start(self, on_reading: Callable[[Reading], None]) -> None:
         """Start the thread, handing each reading to `on_reading` on the loop; the first is taken at once."""
@@ -44,9 +57,10 @@ class EnergySampler:
         while True:
             try:
                 reading = self._read()
-            except EnergyMeterError:
-                logger.exception("energy meter read failed")
+            except EnergyMeterError as err:
+                self._failed(err)
             else:
+                self._succeeded()
                 self._loop.call_soon_threadsafe(self._on_reading, reading)
             if self._stop.wait(self._period_s):
                 return
@@ -55,9 +69,10 @@ class EnergySampler:
         """Take a reading now on a worker thread, so a finishing request need not wait for the next tick."""
         try:
             reading = await asyncio.to_thread(self._read)
-        except EnergyMeterError:
-            logger.exception("energy meter read failed")
+        except EnergyMeterError as err:
+            self._failed(err)
             return
+        self._succeeded()
         self._on_reading(reading)
 
     def stop(self) -> None:
