@@ -8,7 +8,7 @@ batch before the timed run. The report gives each server's output throughput and
 wattserve's ratios to the baseline's.
 
     python -m benchmarks.overhead [--baseline vllm|energy-off] [--rounds 2] [--num-prompts 200]
-                                  [--concurrency 32] [--out DIR]
+                                  [--concurrency 32] [--wattserve-flags '...'] [--out DIR]
 
 This talks to the servers over HTTP and runs them, and vLLM's client, as separate processes.
 """
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         model,
         "--served-model-name",
         SERVED_NAME,
+        *shlex.split(args.wattserve_flags),
     ]
     if args.baseline == "vllm":
         vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
@@ -164,6 +166,7 @@ def run(args: argparse.Namespace) -> dict:
             "python": platform.python_version(),
         },
         "baseline": servers["baseline"][1:],
+        "wattserve_flags": args.wattserve_flags,
         "runs": runs,
         "throughput_ratio": throughput_ratio,
         "median_ttft_ratio": ttft_ratio,
@@ -193,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--energy-meter", default="auto", help="The meter under test with --baseline energy-off."
+    )
+    parser.add_argument(
+        "--wattserve-flags",
+        default="",
+        help="More wattserve flags (both servers under --baseline energy-off).",
     )
     report = run(parser.parse_args(argv))
     print(json.dumps({k: report[k] for k in ("throughput_ratio", "median_ttft_ratio", "pass")}))  # noqa: T201
