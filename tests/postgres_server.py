@@ -1,9 +1,9 @@
 """A throwaway PostgreSQL server for the tests: the machine's binaries, or Debian's package when allowed.
 
 The binaries are looked for on PATH, then in Debian's `/usr/lib/postgresql/<version>/bin`; missing, the
-`postgresql` package is installed when the tests run as root on a machine with apt-get (a policy-rc.d
-that refuses starts keeps the package from starting its own cluster), otherwise the tests that need it
-are skipped with the reason.
+`postgresql` package is installed by `tests/debian_packages.py` when the tests run as root on a machine
+with apt-get (the package's own cluster kept from starting), otherwise the tests that need it are
+skipped with the reason.
 
 The cluster lives in a temporary folder: `initdb` with trust authentication, then `postgres` listening
 on no TCP address, only on a unix socket in that folder (named by a free port number, so two test runs
@@ -25,9 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-APT_TIMEOUT_S = 600
+from tests.debian_packages import find_or_install
+
 START_TIMEOUT_S = 60
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 UNPRIVILEGED = "nobody"
 BINARIES = ("initdb", "pg_ctl", "postgres")
 
@@ -53,51 +53,11 @@ def _found() -> Path | None:
     return None
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False
-    )
-
-
-def _install() -> str | None:
-    """Install Debian's postgresql package; the reason it failed, or None."""
-    added_policy = not POLICY_RC_D.exists()
-    if added_policy:
-        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
-    try:
-        install = ("install", "-y", "--no-install-recommends", "postgresql")
-        result = _apt_get(*install)
-        if result.returncode != 0:  # a fresh image may have no package lists yet
-            _apt_get("update")
-            result = _apt_get(*install)
-    except subprocess.TimeoutExpired:
-        return f"apt-get install postgresql took over {APT_TIMEOUT_S} s"
-    finally:
-        if added_policy:
-            POLICY_RC_D.unlink(missing_ok=True)
-    if result.returncode != 0:
-        return f"apt-get install postgresql failed: {result.stderr.strip()[-300:]}"
-    return None
-
-
 @functools.cache
 def binaries() -> Binaries:
     """The binaries, installing them once per test run if allowed and needed."""
-    if found := _found():
-        return Binaries(found)
-    if not shutil.which("apt-get"):
-        return Binaries(
-            missing="PostgreSQL's initdb/pg_ctl/postgres not found and no apt-get to install them"
-        )
-    if os.geteuid() != 0:
-        return Binaries(missing="PostgreSQL's initdb/pg_ctl/postgres not found; installing them needs root")
-    if reason := _install():
-        return Binaries(missing=reason)
-    found = _found()
-    return Binaries(found) if found else Binaries(missing="postgresql installed, but no initdb found")
+    lookup = find_or_install("postgresql", "PostgreSQL's initdb/pg_ctl/postgres", _found)
+    return Binaries(lookup.found, lookup.missing)
 
 
 def _free_port() -> int:
