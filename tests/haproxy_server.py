@@ -1,14 +1,21 @@
 """An HAProxy of the test's own in front of several servers: Debian's package, installed when allowed.
 
-The binary is looked for on PATH and in /usr/sbin; missing, Debian's `haproxy` package is installed when
-the tests run as root on a machine with apt-get (a policy-rc.d that refuses starts keeps the package from
-starting its own service), otherwise the tests that need it are skipped with the reason.
+The binary is looked for on PATH and in /usr/sbin; missing, Debian's `haproxy` package is installed by
+`tests/debian_packages.py` when the tests run as root on a machine with apt-get (the package's own
+service kept from starting), otherwise the tests that need it are skipped with the reason.
 
 The balancer runs in the foreground (`-db`), on a free loopback port, from a config written for the
 test: round robin over the backends, an HTTP health check on `GET /health` every half second (two
-failures take a backend out, two successes put it back), a refused connection retried and sent to
-another backend (`retries`, `option redispatch`), and timeouts far above any answer of the test's
-model. A second listener serves HAProxy's statistics page, which says whether each backend is UP.
+failures take a backend out, two successes put it back; a test may leave checks out), and timeouts far
+above any answer of the test's model. A second listener serves HAProxy's statistics page, which says
+whether each backend is UP and counts its retries and redispatches.
+
+Retries are safe, never duplicates: a request is sent again, to another backend, only when its
+connection failed before any byte of it left (`retry-on conn-failure`, with `retries` and
+`option redispatch`). A request a backend received and then died on (no answer, a cut answer) is an
+error to its client, since the backend may have run it. Each request gets a connection of its own to
+its backend (`option http-server-close`): a reused idle connection to a backend that died meanwhile
+would fail only once the request is written to it, which HAProxy cannot tell from a request received.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import os
 import shutil
 import socket
 import subprocess
@@ -26,8 +32,8 @@ from pathlib import Path
 
 import httpx
 
-APT_TIMEOUT_S = 600
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+from tests.debian_packages import find_or_install
+
 BACKEND = "replicas"
 CHECK_INTERVAL = "500ms"
 
@@ -44,50 +50,11 @@ def _found() -> str | None:
     return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
-def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Another apt run holding the lock is waited for, not failed on.
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args]
-    return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False
-    )
-
-
-def _install() -> str | None:
-    """Install Debian's haproxy package; the reason it failed, or None."""
-    added_policy = not POLICY_RC_D.exists()
-    if added_policy:
-        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
-    try:
-        install = ("install", "-y", "--no-install-recommends", "haproxy")
-        result = _apt_get(*install)
-        if result.returncode != 0:  # a fresh image may have no package lists yet
-            _apt_get("update")
-            result = _apt_get(*install)
-    except subprocess.TimeoutExpired:
-        return f"apt-get install haproxy took over {APT_TIMEOUT_S} s"
-    finally:
-        if added_policy:
-            POLICY_RC_D.unlink(missing_ok=True)
-    if result.returncode != 0:
-        return f"apt-get install haproxy failed: {result.stderr.strip()[-300:]}"
-    return None
-
-
 @functools.cache
 def binary() -> Binary:
     """The binary, installing it once per test run if allowed and needed."""
-    if found := _found():
-        return Binary(found)
-    if not shutil.which("apt-get"):
-        return Binary(missing="haproxy not found and no apt-get to install it")
-    if os.geteuid() != 0:
-        return Binary(missing="haproxy not found; installing it needs root")
-    if reason := _install():
-        return Binary(missing=reason)
-    found = _found()
-    return Binary(found) if found else Binary(missing="apt-get installed haproxy, but it is not found")
+    lookup = find_or_install("haproxy", "haproxy", _found)
+    return Binary(lookup.found, lookup.missing)
 
 
 def _free_port() -> int:
@@ -96,9 +63,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def config(port: int, stats_port: int, backends: dict[str, str]) -> str:
-    """The config: `backends` maps each server's name to its `host:port`."""
-    servers = "".join(f"    server {name} {address} check\n" for name, address in backends.items())
+def config(port: int, stats_port: int, backends: dict[str, str], *, health_checks: bool = True) -> str:
+    """The config: `backends` maps each server's name to its `host:port`.
+
+    Without `health_checks` every backend counts as UP for good, so a dead one stays in the rotation.
+    """
+    check = " check" if health_checks else ""
+    servers = "".join(f"    server {name} {address}{check}\n" for name, address in backends.items())
     return f"""global
     maxconn 512
 
@@ -108,9 +79,13 @@ defaults
     timeout client 600s
     timeout server 600s
     timeout check 2s
-    # A connection refused (a backend that died and is not yet out) is tried again, on another backend.
+    # A connection refused (a backend that died and is not yet out) is tried again, on another backend;
+    # nothing else is: a request that reached a backend may have run there.
+    retry-on conn-failure
     retries 3
     option redispatch 1
+    # A connection of its own per request, so a dead backend shows as a refused connection.
+    option http-server-close
     default-server inter {CHECK_INTERVAL} fall 2 rise 2
 
 frontend api
@@ -132,11 +107,15 @@ listen stats
 class HAProxy:
     """One balancer process; `url` is where clients reach the backends through it."""
 
-    def __init__(self, executable: str, root: Path, backends: dict[str, str]) -> None:
+    def __init__(
+        self, executable: str, root: Path, backends: dict[str, str], *, health_checks: bool = True
+    ) -> None:
         self.port, self._stats_port = _free_port(), _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = root / "haproxy.cfg"
-        self.config_path.write_text(config(self.port, self._stats_port, backends))
+        self.config_path.write_text(
+            config(self.port, self._stats_port, backends, health_checks=health_checks)
+        )
         self.log_path = root / "haproxy.log"
         self._executable = executable
         checked = subprocess.run(
@@ -149,18 +128,26 @@ class HAProxy:
                 [executable, "-db", "-f", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
             )
 
-    def states(self) -> dict[str, str]:
-        """Each backend server's status as HAProxy's statistics page gives it (UP, DOWN, ...); {} unread."""
+    def _servers(self) -> dict[str, dict[str, str]]:
+        """Each backend server's row of HAProxy's statistics page; {} when it cannot be read."""
         try:
             page = httpx.get(f"http://127.0.0.1:{self._stats_port}/stats;csv", timeout=10).text
         except httpx.HTTPError:
             return {}
         rows = csv.DictReader(io.StringIO(page.removeprefix("# ")))
         return {
-            row["svname"]: row["status"]
+            row["svname"]: row
             for row in rows
             if row["pxname"] == BACKEND and row["svname"] not in ("FRONTEND", "BACKEND")
         }
+
+    def states(self) -> dict[str, str]:
+        """Each backend server's status as HAProxy's statistics page gives it (UP, DOWN, ...); {} unread."""
+        return {name: row["status"] for name, row in self._servers().items()}
+
+    def redispatches(self) -> dict[str, int]:
+        """Each backend server's requests HAProxy sent on to another server after their connection failed."""
+        return {name: int(row["wredis"] or 0) for name, row in self._servers().items()}
 
     def all_up(self, names: Sequence[str]) -> bool:
         """Whether each named backend is UP (its status may carry a transition, as `UP 1/2`)."""
@@ -181,7 +168,7 @@ class HAProxy:
             self.process.wait(timeout=30)
 
 
-def start(root: Path, backends: dict[str, str]) -> HAProxy:
+def start(root: Path, backends: dict[str, str], *, health_checks: bool = True) -> HAProxy:
     """An HAProxy started in front of `backends` (name -> host:port), its files under `root`.
 
     Raises:
@@ -190,4 +177,4 @@ def start(root: Path, backends: dict[str, str]) -> HAProxy:
     found = binary()
     if found.path is None:
         raise RuntimeError(found.missing)
-    return HAProxy(found.path, root, backends)
+    return HAProxy(found.path, root, backends, health_checks=health_checks)

@@ -1,9 +1,10 @@
-"""A Prometheus process of the test's own, scraping one wattserve every second with the rules loaded."""
+"""A Prometheus process of the test's own, scraping wattserve servers every second with the rules loaded."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -26,11 +27,12 @@ def _free_port() -> int:
 class Prometheus:
     """Starts on a free loopback port with its own storage under `root`; `stop()` ends it."""
 
-    def __init__(self, binary: str, root: Path, target: str, rules: Path) -> None:
+    def __init__(self, binary: str, root: Path, target: str | Sequence[str], rules: Path) -> None:
+        self.targets = [target] if isinstance(target, str) else list(target)
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": self.targets}]}],
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = _free_port()
@@ -49,7 +51,7 @@ class Prometheus:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
     def wait_ready(self) -> None:
-        """Until the first scrape of the target has been stored."""
+        """Until a first scrape of every target has been stored."""
         try:
             wait_until(
                 lambda: self.process.poll() is not None or self._has_scraped(), "a scrape stored", HANG_S
@@ -66,7 +68,7 @@ class Prometheus:
                 return False
         except httpx.HTTPError:
             return False
-        return bool(self.query(f'wattserve_energy_meter_info{{job="{JOB}"}}'))
+        return len(self.query(f'wattserve_energy_meter_info{{job="{JOB}"}}')) == len(self.targets)
 
     def query(self, expr: str, at: float | None = None) -> list[dict]:
         """An instant query's result vector (at `at`, Unix seconds, else now); a query error fails."""
