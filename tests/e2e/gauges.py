@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import httpx
@@ -29,16 +30,21 @@ class HasBaseUrl(Protocol):
     base_url: str
 
 
-def gauges(server: HasBaseUrl) -> dict[str, float]:
-    """Each request gauge, summed over its label sets, from one scrape."""
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+def page_sums(server: HasBaseUrl, names: Iterable[str]) -> dict[str, float]:
+    """Each named sample summed over its label sets, from one scrape of the server's /metrics."""
+    with httpx.Client(base_url=server.base_url, timeout=60) as http:
         page = http.get("/metrics").text
-    values = dict.fromkeys(REQUEST_GAUGES, 0.0)
+    values = dict.fromkeys(names, 0.0)
     for family in text_string_to_metric_families(page):
         for sample in family.samples:
             if sample.name in values:
                 values[sample.name] += sample.value
     return values
+
+
+def gauges(server: HasBaseUrl) -> dict[str, float]:
+    """Each request gauge, summed over its label sets, from one scrape."""
+    return page_sums(server, REQUEST_GAUGES)
 
 
 def wait_for_gauges(server: HasBaseUrl, wanted: dict[str, float], timeout_s: float = IDLE_DEADLINE_S) -> None:

@@ -49,14 +49,13 @@ from typing import Any, NoReturn
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from server.default_model import ensure_default_model
 from tests import deploy_files, haproxy_server
 from tests.e2e.adapter_files import copy_adapter
 from tests.e2e.conftest import API_KEY, MODEL, STARTUP_TIMEOUT_S, _cache_dir, _Launch
 from tests.e2e.energy_reads import EnergyReads
-from tests.e2e.gauges import gauges, wait_for_idle_gauges
+from tests.e2e.gauges import gauges, page_sums, wait_for_idle_gauges
 from tests.e2e.prometheus_server import JOB, Prometheus
 from tests.prometheus_install import binaries
 from tests.waiting import wait_until
@@ -173,18 +172,6 @@ def chat(base_url: str, marker: str, *, model: str = MODEL, max_tokens: int = 16
     headers = {"Authorization": f"Bearer {API_KEY}"}
     with httpx.Client(base_url=base_url, headers=headers, timeout=HANG_S) as http:
         return http.post("/v1/chat/completions", json=body)
-
-
-def page_sums(launch: _Launch, names: tuple[str, ...]) -> dict[str, float]:
-    """Each named sample summed over its label sets, from one scrape of the replica's own /metrics."""
-    with httpx.Client(base_url=launch.base_url, timeout=60) as http:
-        page = http.get("/metrics").text
-    found = dict.fromkeys(names, 0.0)
-    for family in text_string_to_metric_families(page):
-        for sample in family.samples:
-            if sample.name in found:
-                found[sample.name] += sample.value
-    return found
 
 
 def series(prometheus: Prometheus, expr: str) -> dict[str, list[tuple[float, float]]]:

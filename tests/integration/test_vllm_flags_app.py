@@ -9,7 +9,6 @@ form of --lora-modules loads its adapter, a startup adapter that fails stops sta
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from server.runtime.lifecycle import EXIT_STARTUP_FAILED
 from server.runtime.startup_adapters import StartupAdaptersError
 from server.settings import ServerSettings
 from tests.integration.fake_engine import FakeEngine
+from tests.integration.lora_engine import write_adapter
 
 PROMPT = {"prompt": "a b c", "max_tokens": 3}
 
@@ -61,21 +61,6 @@ class StampMiddleware:
             await send(message)
 
         await self.app(scope, receive, stamped)
-
-
-def write_adapter(directory: Path) -> Path:
-    directory.mkdir(parents=True)
-    config = {
-        "peft_type": "LORA",
-        "r": 8,
-        "lora_alpha": 16,
-        "target_modules": ["q_proj"],
-        "base_model_name_or_path": FakeEngine.model_path,
-    }
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-    (directory / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
-    return directory
 
 
 @asynccontextmanager
