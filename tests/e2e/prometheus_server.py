@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -94,6 +95,15 @@ class Prometheus:
 
         wait_until(stored_after, "a scrape stored after the moment asked for", HANG_S)
         return stamps[0]
+
+    def rules_evaluated_after(self, wall_s: float) -> None:
+        """Until every rule group has been evaluated after `wall_s` (a group may keep its own interval)."""
+
+        def evaluated() -> bool:
+            groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
+            return all(datetime.fromisoformat(group["lastEvaluation"]).timestamp() > wall_s for group in groups)
+
+        wait_until(evaluated, "every rule group evaluated after the moment asked for", HANG_S)
 
     def rules(self) -> list[dict]:
         """Every loaded rule with its health and state, from /api/v1/rules."""

@@ -138,6 +138,11 @@ def traffic(prometheus: Prometheus, lora_server: Server) -> Traffic:
         t0 = prometheus.scrape_after(time.time())
         output_tokens = asyncio.run(drive(lora_server.base_url))
         after = quiet_energy(http)
+        # Groups with an interval of their own (the fleet's, 15 s) record only at their next evaluation:
+        # t1 comes after one that began once a scrape of the quiet server was stored, so every recorded
+        # series holds the traffic.
+        prometheus.scrape_after(time.time())
+        prometheus.rules_evaluated_after(time.time())
         t1 = prometheus.scrape_after(time.time())
     return Traffic(t0, t1, before, after, output_tokens)
 
