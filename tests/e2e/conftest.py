@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -26,8 +27,23 @@ API_KEY = "e2e-test-key"
 ADMIN_KEY = "e2e-admin-key"
 MODEL = "wattserve-tiny-llama"
 # Engine flags shared with the offline reference run, so both use the same engine configuration.
-ENGINE_FLAGS = ["--max-model-len", "1024", "--max-num-seqs", "32"]
+# Eager: vLLM's torch.compile of the model took 47 s of a 93-s server start on two cores (61 s eager),
+# once per engine configuration, and the tests here start some twenty servers; what they test is
+# wattserve's serving, the same on a compiled model (the benchmarks and `make serve` run compiled).
+ENGINE_FLAGS = ["--max-model-len", "1024", "--max-num-seqs", "32", "--enforce-eager"]
 STARTUP_TIMEOUT_S = 300
+# Free whitespace off: a random-weight model's forced tool calls and schema answers then end in their
+# schema's few tokens, the same on every run (vLLM's `disable_any_whitespace`, which it refuses with its
+# `auto` backend; xgrammar is the one `auto` picks here).
+WHITESPACE_OFF = [
+    "--structured-outputs-config",
+    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+]
+# Schema caps raised far enough for the structured-output attack's 12000-property schemas, and a compile
+# deadline none of them reaches: what those tests show is that a compile stops when its client leaves.
+SCHEMA_PROPERTIES_CAP = 24000
+SCHEMA_CAPS_RAISED = ["--max-schema-properties", str(SCHEMA_PROPERTIES_CAP), "--max-schema-bytes", str(2**20)]
+SCHEMA_CAPS_RAISED += ["--max-grammar-compile-seconds", "300"]
 
 
 @dataclass(frozen=True)
@@ -134,8 +150,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     adapter_root = tmp_path_factory.mktemp("adapter-root")
     (adapter_root / "watched").mkdir()
     launches = {
+        # Flex requests wait 0.5 s for companions, not 30, and one batch line runs at a time, so the Batch
+        # API tests see lines answered promptly and a batch still running when they cancel it.
         "plain": _Launch(
-            tmp_path_factory.mktemp("plain"), ["--no-enable-lora", "--enable-prompt-tokens-details"]
+            tmp_path_factory.mktemp("plain"),
+            ["--no-enable-lora", "--enable-prompt-tokens-details", "--energy-meter", "estimated"]
+            + ["--flex-max-wait-seconds", "0.5", "--batch-max-in-flight", "1"],
         ),
         "lora": _Launch(
             tmp_path_factory.mktemp("lora"),
@@ -153,6 +173,21 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     finally:
         for launch in launches.values():
             launch.stop()
+
+
+@pytest.fixture(scope="session")
+def structured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The embedded model for the tool, agent and structured-output tests, which share its flags.
+
+    One server for three modules saves two engine starts (most of a minute each on two cores).
+    """
+    launch = _Launch(
+        tmp_path_factory.mktemp("structured"), ["--no-enable-lora", *WHITESPACE_OFF, *SCHEMA_CAPS_RAISED]
+    )
+    try:
+        yield launch.ready()
+    finally:
+        launch.stop()  # asserts the log holds no traceback
 
 
 @pytest.fixture(scope="session")

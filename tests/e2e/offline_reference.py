@@ -22,6 +22,7 @@ def main(model_dir: str, requests_path: str, output_path: str) -> None:
         dtype="float32",
         max_model_len=1024,
         max_num_seqs=32,
+        enforce_eager=True,
         kv_cache_memory_bytes=256 * 2**20,
         **({"enable_lora": True, "max_lora_rank": 8, "max_loras": 4} if lora else {}),
     )

@@ -5,9 +5,10 @@ The embedded model has random weights, so the call is forced (`tool_choice` `req
 parameters are an enum and a boolean, with free whitespace off on the server: structured outputs make
 every call the tool's schema allows close within a few dozen tokens. Generation is greedy.
 
-Two servers: one without a tool-call parser, where forced calls are constrained by the tools' JSON schema;
-one as an agent deployment runs (`--enable-auto-tool-choice --tool-call-parser hermes`), which a whole
-agent loop needs, since the SDK sends the turn after a tool call with `tool_choice` unset, that is `auto`.
+Two servers: the shared structured-output one, without a tool-call parser, where forced calls are
+constrained by the tools' JSON schema; one as an agent deployment runs (`--enable-auto-tool-choice
+--tool-call-parser hermes`), which a whole agent loop needs, since the SDK sends the turn after a tool call
+with `tool_choice` unset, that is `auto`.
 """
 
 from __future__ import annotations
@@ -32,34 +33,33 @@ from agents import (
 )
 from openai import AsyncOpenAI
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, WHITESPACE_OFF, Server, _Launch
 
 pytestmark = pytest.mark.e2e
-# vLLM refuses `disable_any_whitespace` with its `auto` backend; xgrammar is the one `auto` picks here.
-WHITESPACE_OFF = [
-    "--structured-outputs-config",
-    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+# `parameter`: the parser's constraint holds the arguments to the tool's schema, not any JSON.
+HERMES_FLAGS = ["--no-enable-lora", *WHITESPACE_OFF]
+HERMES_FLAGS += [
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "hermes",
+    "--tool-strict-level",
+    "parameter",
 ]
-FLAGS = {
-    "forced": ["--no-enable-lora", *WHITESPACE_OFF],
-    # `parameter`: the parser's constraint holds the arguments to the tool's schema, not any JSON.
-    "hermes": ["--no-enable-lora", *WHITESPACE_OFF]
-    + ["--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--tool-strict-level", "parameter"],
-}
 QUESTION = "What is the weather in Oslo?"
 # One call per turn, greedy, and room for the call (about 70 tokens) or a short answer.
 SETTINGS = ModelSettings(tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=160)
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
-    # Both start at once: each spends most of its start on one core.
-    launches = {name: _Launch(tmp_path_factory.mktemp(name), flags) for name, flags in FLAGS.items()}
+def servers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    # The hermes server starts beside the shared one: each spends most of its start on one core.
+    hermes = _Launch(tmp_path_factory.mktemp("hermes"), HERMES_FLAGS)
     try:
-        yield {name: launch.ready() for name, launch in launches.items()}
+        yield {"forced": request.getfixturevalue("structured_server"), "hermes": hermes.ready()}
     finally:
-        for launch in launches.values():
-            launch.stop()  # asserts the log holds no traceback
+        hermes.stop()  # asserts the log holds no traceback
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -5,25 +5,24 @@ once, through the live request path in the flex tier, with its usage and energy,
 its lines' energy and tokens; a line naming an unknown model goes to the error file and the batch still
 completes; a cancelled batch keeps only what finished; batches and files are listed a page at a time.
 
-The module starts its own server: batch lines are flex requests, and a lone flex request waits for
-companions up to `--flex-max-wait-seconds` (30 s by default, 0.5 s here); one line runs at a time
-(`--batch-max-in-flight 1`), so a cancel always lands mid-run. The batch store is a file of the module's
-own: the e2e servers share one cache folder, whose default store would make every server of the test run
-a replica of this one. The model has random weights: every line is greedy and runs to `max_tokens`
-(`ignore_eos`), so each run says the same thing. Deadlines only catch hangs.
+It runs on the shared plain server (tests/e2e/conftest.py): batch lines are flex requests, and a lone
+flex request waits for companions up to `--flex-max-wait-seconds` (30 s by default, 0.5 s there); one
+line runs at a time (`--batch-max-in-flight 1`), so a cancel always lands mid-run. Each e2e server has a
+batch store of its own: the servers share one cache folder, whose default store would make every server
+of the test run a replica of this one. The model has random weights: every line is greedy and runs to
+`max_tokens` (`ignore_eos`), so each run says the same thing. Deadlines only catch hangs.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, Server
 from tests.e2e.gauges import wait_for_idle_gauges
 from tests.waiting import wait_until
 
@@ -33,18 +32,6 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 FINISHED = ("completed", "failed", "expired", "cancelled")
 TOKENS = 6  # max_tokens of every line; ignore_eos makes each answer exactly this long
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("batch-api")
-    flags = ["--no-enable-lora", "--energy-meter", "estimated", "--flex-max-wait-seconds", "0.5"]
-    flags += ["--batch-max-in-flight", "1", "--batch-store", f"sqlite:///{root / 'batches.sqlite3'}"]
-    launch = _Launch(root, flags)
-    try:
-        yield launch.ready()
-    finally:
-        launch.stop()  # asserts the log holds no traceback
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +99,7 @@ def check_answered(row: dict[str, Any], obj: str) -> None:
     usage = body["usage"]
     assert usage["completion_tokens"] == TOKENS
     assert usage["total_tokens"] == usage["prompt_tokens"] + TOKENS
-    # The module's server meters by the CPU-time estimate (--energy-meter estimated), and says so.
+    # The server meters by the CPU-time estimate (--energy-meter estimated), and says so.
     energy = usage["energy"]
     assert energy["source"] == "estimated"
     assert energy["joules"] >= 0

@@ -1,8 +1,8 @@
 """`/v1/responses` on the real server with the embedded model, driven by OpenAI's own client.
 
 Answers and their usage (tokens, energy), streams in OpenAI's event order, a forced function call and
-its follow-up, background runs (flex, cancelled), and the response store across a SIGTERM and a SIGKILL
-restart; `/tokenize` and `/detokenize` round-trip beside them.
+its follow-up, background runs (flex, cancelled), deletion, and the response store across a SIGTERM and a
+SIGKILL restart (`-m fault_tolerance`); `/tokenize` and `/detokenize` round-trip beside them.
 
 The module's one server is started again on the same store file for the durability tests, so every test
 takes the server as it stands. The model has random weights: every answer is greedy and bounded by
@@ -317,6 +317,8 @@ def test_a_running_background_response_is_cancelled_and_the_server_serves_on(
     check_finished(answer(api, "Still there?"))
 
 
+# The two restarts take a server start each (most of a minute here): with the other kill-and-restart runs.
+@pytest.mark.fault_tolerance
 def test_the_store_survives_sigterm_and_a_run_it_cut_reads_failed(live: RestartableServer) -> None:
     api = live.client()
     kept = answer(api, "Remember this.")
@@ -339,6 +341,7 @@ def test_the_store_survives_sigterm_and_a_run_it_cut_reads_failed(live: Restarta
     assert follow.usage.input_tokens > kept.usage.input_tokens  # the stored conversation comes first
 
 
+@pytest.mark.fault_tolerance
 def test_the_store_survives_sigkill_and_a_run_it_killed_reads_failed(live: RestartableServer) -> None:
     api = live.client()
     kept = answer(api, "Remember this too.")
@@ -356,6 +359,10 @@ def test_the_store_survives_sigkill_and_a_run_it_killed_reads_failed(live: Resta
     )
     check_finished(answer(api, "And then?", previous_response_id=kept.id))
 
+
+def test_a_deleted_response_is_gone_and_cannot_be_continued(live: RestartableServer) -> None:
+    api = live.client()
+    kept = answer(api, "Forget this.")
     api.responses.delete(kept.id)
     with pytest.raises(openai.NotFoundError):
         api.responses.retrieve(kept.id)

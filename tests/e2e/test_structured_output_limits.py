@@ -1,9 +1,10 @@
 """response_format schemas on the real server: caps refused at once, and clients that send schemas which
 take seconds to compile, then leave, hold neither the small requests nor a later structured request.
 
-The server raises the schema caps so the attack's schemas are allowed, and gives compiles a deadline
-no attack schema reaches: what is under test is that a compile stops when its client leaves. Bounds are
-ratios against the same server undisturbed; nothing asserts how fast the machine is.
+The shared structured-output server (tests/e2e/conftest.py) raises the schema caps so the attack's
+schemas are allowed, and gives compiles a deadline no attack schema reaches: what is under test is that a
+compile stops when its client leaves. Bounds are ratios against the same server undisturbed; nothing
+asserts how fast the machine is.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import MODEL, Server, _Launch
+from tests.e2e.conftest import MODEL, SCHEMA_PROPERTIES_CAP, Server
 from tests.e2e.gauges import gauges, wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
 from tests.waiting import wait_until
@@ -25,21 +25,10 @@ pytestmark = pytest.mark.e2e
 ATTACKERS, ROUNDS = 3, 3
 LEAVE_AFTER_S = 1.5  # each attacker hangs up this long after sending
 # Thousands of optional properties: seconds of compiling for the embedded model's vocabulary.
-ATTACK_PROPERTIES = 12000
+ATTACK_PROPERTIES = SCHEMA_PROPERTIES_CAP // 2
 # A later small structured request may take this many times its undisturbed time (a held one took
 # tens of seconds: hundreds of times).
 HELD_RATIO = 20.0
-FLAGS = ["--no-enable-lora", "--max-schema-properties", str(2 * ATTACK_PROPERTIES)]
-FLAGS += ["--max-schema-bytes", str(2**20), "--max-grammar-compile-seconds", "300"]
-
-
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    launch = _Launch(tmp_path_factory.mktemp("structured"), FLAGS)
-    try:
-        yield launch.ready()
-    finally:
-        launch.stop()  # asserts the log holds no traceback
 
 
 def structured_chat(schema: dict) -> dict:
@@ -72,9 +61,9 @@ def structured_seconds(server: Server, tag: str) -> float:
     return seconds
 
 
-def test_a_schema_over_a_cap_is_refused_naming_response_format(launched: Server) -> None:
+def test_a_schema_over_a_cap_is_refused_naming_response_format(structured_server: Server) -> None:
     schema = {"type": "object", "properties": {"v": {"enum": [f"e{i}" for i in range(1001)]}}}
-    with launched.http() as http:
+    with structured_server.http() as http:
         response = http.post("/v1/chat/completions", json=structured_chat(schema))
     assert response.status_code == 400
     error = response.json()["error"]
@@ -82,12 +71,12 @@ def test_a_schema_over_a_cap_is_refused_naming_response_format(launched: Server)
     assert "--max-schema-enum-values" in error["message"]
 
 
-def test_clients_leaving_slow_schemas_hold_no_one(launched: Server) -> None:
-    undisturbed = statistics.median(structured_seconds(launched, f"before{i}") for i in range(3))
+def test_clients_leaving_slow_schemas_hold_no_one(structured_server: Server) -> None:
+    undisturbed = statistics.median(structured_seconds(structured_server, f"before{i}") for i in range(3))
     answered: list[int] = []
 
     def attacker(index: int) -> None:
-        with launched.http() as http:
+        with structured_server.http() as http:
             for round_ in range(ROUNDS):
                 body = structured_chat(attack_schema(f"c{index}r{round_}"))
                 try:
@@ -100,16 +89,18 @@ def test_clients_leaving_slow_schemas_hold_no_one(launched: Server) -> None:
         threads = [threading.Thread(target=attacker, args=(i,), daemon=True) for i in range(ATTACKERS)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: gauges(launched)["wattserve_requests_admitted"] >= 1, "the attack admitted")
+        wait_until(
+            lambda: gauges(structured_server)["wattserve_requests_admitted"] >= 1, "the attack admitted"
+        )
         started.set()
         for thread in threads:
             thread.join()
 
-    ratio = latency_ratio(launched, misbehave)
-    later = structured_seconds(launched, "after")
+    ratio = latency_ratio(structured_server, misbehave)
+    later = structured_seconds(structured_server, "after")
     assert ratio_tolerable(ratio), f"small requests took {ratio:.1f}x their undisturbed time"
     assert later <= HELD_RATIO * undisturbed, (
         f"a structured request after the attack took {later:.2f} s, {later / undisturbed:.1f}x its "
         f"undisturbed {undisturbed:.2f} s"
     )
-    wait_for_idle_gauges(launched)
+    wait_for_idle_gauges(structured_server)

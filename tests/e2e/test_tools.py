@@ -25,12 +25,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageToolCall
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, Server
 
 pytestmark = pytest.mark.e2e
 # vLLM refuses `disable_any_whitespace` with its `auto` backend; xgrammar is the one `auto` picks here.
-FLAGS = ["--no-enable-lora"]
-FLAGS += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
 MAX_TOKENS = 400  # room for several calls (about 60 tokens each) beside the ~600 the tools take
 ASK = [{"role": "user", "content": "What is the weather in Oslo, and the time there?"}]
 # `strict`: the SDK's stream helper parses the arguments of strict tools only (and refuses the others).
@@ -71,18 +69,9 @@ TOOLS = [WEATHER, TIME]
 
 
 @pytest.fixture(scope="module")
-def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    launch = _Launch(tmp_path_factory.mktemp("tools"), FLAGS)
-    try:
-        yield launch.ready()
-    finally:
-        launch.stop()  # asserts the log holds no traceback
-
-
-@pytest.fixture(scope="module")
-def client(tool_server: Server) -> Iterator[openai.OpenAI]:
+def client(structured_server: Server) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
-        base_url=f"{tool_server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120
+        base_url=f"{structured_server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=120
     ) as sdk:
         yield sdk
 
