@@ -101,7 +101,9 @@ class Prometheus:
 
         def evaluated() -> bool:
             groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
-            return all(datetime.fromisoformat(group["lastEvaluation"]).timestamp() > wall_s for group in groups)
+            return all(
+                datetime.fromisoformat(group["lastEvaluation"]).timestamp() > wall_s for group in groups
+            )
 
         wait_until(evaluated, "every rule group evaluated after the moment asked for", HANG_S)
 
