@@ -39,8 +39,9 @@ WHITESPACE_OFF = [
     "--structured-outputs-config",
     json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
 ]
-# Schema caps raised far enough for the structured-output attack's 12000-property schemas, and a compile
-# deadline none of them reaches: what those tests show is that a compile stops when its client leaves.
+# Schema caps raised far enough for the structured-output attack's schemas (half the cap in properties),
+# and a compile deadline none of them reaches: what those tests show is that a compile stops when its
+# client leaves.
 SCHEMA_PROPERTIES_CAP = 24000
 SCHEMA_CAPS_RAISED = ["--max-schema-properties", str(SCHEMA_PROPERTIES_CAP), "--max-schema-bytes", str(2**20)]
 SCHEMA_CAPS_RAISED += ["--max-grammar-compile-seconds", "300"]
@@ -151,7 +152,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     (adapter_root / "watched").mkdir()
     launches = {
         # Flex requests wait 0.5 s for companions, not 30, and one batch line runs at a time, so the Batch
-        # API tests see lines answered promptly and a batch still running when they cancel it.
+        # API tests see lines answered promptly and a batch still running when they cancel it; the meter
+        # is named, so their energy source is the same on every machine.
         "plain": _Launch(
             tmp_path_factory.mktemp("plain"),
             ["--no-enable-lora", "--enable-prompt-tokens-details", "--energy-meter", "estimated"]

@@ -100,17 +100,19 @@ class Prometheus:
         """Until every rule group has been evaluated after `wall_s` (a group may keep its own interval)."""
 
         def evaluated() -> bool:
-            groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
             return all(
-                datetime.fromisoformat(group["lastEvaluation"]).timestamp() > wall_s for group in groups
+                datetime.fromisoformat(group["lastEvaluation"]).timestamp() > wall_s
+                for group in self._rule_groups()
             )
 
         wait_until(evaluated, "every rule group evaluated after the moment asked for", HANG_S)
 
     def rules(self) -> list[dict]:
         """Every loaded rule with its health and state, from /api/v1/rules."""
-        groups = self.http.get("/api/v1/rules").json()["data"]["groups"]
-        return [rule for group in groups for rule in group["rules"]]
+        return [rule for group in self._rule_groups() for rule in group["rules"]]
+
+    def _rule_groups(self) -> list[dict]:
+        return self.http.get("/api/v1/rules").json()["data"]["groups"]
 
     def stop(self) -> None:
         """End the process (it was started by this object alone)."""
