@@ -14,7 +14,10 @@ drives it with the harness (`python -m loadtest run`, a separate process) and th
    the stream starts and cancelled once it ends: the default tier's TTFT p90 with the batch over its
    figure alone (target at most 1.10), and what the batch answered meanwhile.
 
-    python -m benchmarks.batch_energy [--requests 200] [--rate 3] [--duration 90] [--out DIR]
+    python -m benchmarks.batch_energy [--requests 200] [--rate 3] [--duration 90] [--rounds 1] [--out DIR]
+
+With `--rounds K` the second measurement runs K times (alone, then with the batch, in each round) and its
+verdict is on the median ratio; `--beside-only` (with `--batch-lines`) skips the first.
 
 Reports: `batch_energy.json` and `batch_energy.md` in `--out`, each run's harness files and server log in
 a folder beside them.
@@ -45,6 +48,7 @@ from benchmarks.batch_energy_report import (
     batch_progress,
     batch_run,
     beside_batch,
+    beside_rounds,
     live_run,
     markdown,
     metered,
@@ -100,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="lines of the batch beside the stream (default: 0, enough to outlast it, from the batch's "
         "own rate in the same-work run)",
     )
+    load.add_argument(
+        "--rounds", type=int, default=1, help="rounds of the stream alone and beside the batch (median ratio)"
+    )
+    load.add_argument(
+        "--beside-only",
+        action="store_true",
+        help="only the stream beside a batch (needs --batch-lines: the same-work run sizes it otherwise)",
+    )
     server = parser.add_argument_group("server")
     server.add_argument("--max-num-seqs", type=int, default=32, help="the engine's batch")
     server.add_argument("--energy-meter", default="estimated", help="wattserve's --energy-meter")
@@ -116,8 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.warmup + args.cooldown >= args.duration:
         parser.error("--warmup plus --cooldown must be shorter than --duration")
-    if args.rate <= 0 or args.requests < 1 or args.batch_lines < 0:
-        parser.error("--rate and --requests must be positive, --batch-lines at least 0")
+    if args.rate <= 0 or args.requests < 1 or args.batch_lines < 0 or args.rounds < 1:
+        parser.error("--rate, --requests and --rounds must be positive, --batch-lines at least 0")
+    if args.beside_only and not args.batch_lines:
+        parser.error("--beside-only needs --batch-lines")
     return args
 
 
@@ -240,22 +254,23 @@ def same_work_runs(args: argparse.Namespace) -> dict:
     )
 
 
-def outlasting_lines(args: argparse.Namespace, work: dict) -> int:
+def outlasting_lines(args: argparse.Namespace, work: dict | None) -> int:
     """Lines enough for a batch to run through the whole live stream (`--batch-lines` when set)."""
     if args.batch_lines:
         return int(args.batch_lines)
+    assert work is not None  # parse_args: --beside-only needs --batch-lines
     batch = work["batch"]
     lines_per_s = batch["answered"] / max(batch["work_s"] or batch["wall_s"], 1.0)
     wanted = math.ceil(OUTLAST_FACTOR * lines_per_s * (args.duration + OUTLAST_MARGIN_S))
     return min(MAX_BATCH_LINES, max(args.requests, wanted))
 
 
-def beside_batch_runs(args: argparse.Namespace, lines: int) -> dict:
-    """The live stream alone, then beside a batch of `lines` lines, each on a fresh server."""
+def beside_batch_runs(args: argparse.Namespace, lines: int, number: int) -> dict:
+    """Round `number`: the live stream alone, then beside a batch of `lines` lines, each on a fresh server."""
     edges = (args.warmup, args.cooldown)
     runs = {}
     for name in ("alone", "with_batch"):
-        out = args.out / name.replace("_", "-")
+        out = args.out / (name.replace("_", "-") + ("" if number == 1 else f"-{number}"))
         load = _load_average()
         with serving(args, out) as (pid, url, client):
             model = served_model(client)
@@ -304,6 +319,7 @@ def settings(args: argparse.Namespace) -> dict:
         "energy_meter": args.energy_meter,
         "server_flags": args.server_flags,
         "sample_s": SAMPLE_S,
+        "rounds": args.rounds,
     }
 
 
@@ -311,11 +327,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     """Both measurements in turn; writes `batch_energy.json` and `batch_energy.md`."""
     args.out.mkdir(parents=True, exist_ok=True)
     load, started = _load_average(), time.monotonic()
-    work = same_work_runs(args)
-    print(f"same work: done in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
+    work = None
+    if not args.beside_only:
+        work = same_work_runs(args)
+        print(f"same work: done in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
     lines = outlasting_lines(args, work)
-    beside = beside_batch_runs(args, lines)
-    print(f"beside a batch of {lines} lines: done in {time.monotonic() - started:.0f} s", flush=True)  # noqa: T201
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        rounds.append(beside_batch_runs(args, lines, number))
+        elapsed = time.monotonic() - started
+        print(f"beside a batch of {lines} lines, round {number}: done in {elapsed:.0f} s", flush=True)  # noqa: T201
+    beside = beside_rounds(rounds)
     report = {
         "command": shlex.join(["python", "-m", "benchmarks.batch_energy", *argv]),
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -339,10 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(parse_args(argv), argv)
     work, beside = report["same_work"], report["beside_batch"]
-    print(  # noqa: T201
-        f"batch / live J/token: metered {work['metered_ratio']}, usage {work['usage_ratio']}; "
-        f"TTFT p90 beside the batch / alone: {beside['ttft_ratio']}"
-    )
+    if work:
+        print(f"batch / live J/token: metered {work['metered_ratio']}, usage {work['usage_ratio']}")  # noqa: T201
+    print(f"TTFT p90 beside the batch / alone, median of the rounds: {beside['ttft_ratio']}")  # noqa: T201
     return 0
 
 
