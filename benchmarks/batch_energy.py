@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 from benchmarks.batch_energy_report import (
     BATCH_ENDPOINT,
@@ -52,8 +53,10 @@ from benchmarks.batch_energy_report import (
     live_run,
     markdown,
     metered,
+    on_schedule,
     same_work,
     schedule_duration,
+    steal_share,
     workload,
 )
 from benchmarks.energy_policy import (
@@ -265,6 +268,15 @@ def outlasting_lines(args: argparse.Namespace, work: dict | None) -> int:
     return min(MAX_BATCH_LINES, max(args.requests, wanted))
 
 
+def drive_watching_the_host(
+    url: str, pid: int, command: list[str], out: Path
+) -> tuple[dict, dict, dict, float | None]:
+    """`drive`, and the share of the machine's CPU time its host took (steal) meanwhile."""
+    host = psutil.cpu_times()
+    before, after, cores = drive(url, pid, command, out)
+    return before, after, cores, steal_share(host, psutil.cpu_times())
+
+
 def beside_batch_runs(args: argparse.Namespace, lines: int, number: int) -> dict:
     """Round `number`: the live stream alone, then beside a batch of `lines` lines, each on a fresh server."""
     edges = (args.warmup, args.cooldown)
@@ -276,7 +288,7 @@ def beside_batch_runs(args: argparse.Namespace, lines: int, number: int) -> dict
             model = served_model(client)
             command = harness_command(url, model, args, out, duration=args.duration, edges=edges)
             if name == "alone":
-                before, after, cores = drive(url, pid, command, out)
+                before, after, cores, steal = drive_watching_the_host(url, pid, command, out)
             else:
                 # Other prompts than the stream's (seed + 1), so neither reuses the other's prefix cache.
                 specs = build_requests(workload(model, args.input_len, args.output_len), lines, args.seed + 1)
@@ -289,7 +301,7 @@ def beside_batch_runs(args: argparse.Namespace, lines: int, number: int) -> dict
                 sampler.start()
                 started = time.monotonic()
                 try:
-                    before, after, cores = drive(url, pid, command, out)
+                    before, after, cores, steal = drive_watching_the_host(url, pid, command, out)
                 finally:
                     stop.set()
                     sampler.join()
@@ -299,7 +311,11 @@ def beside_batch_runs(args: argparse.Namespace, lines: int, number: int) -> dict
                     client.post(f"/v1/batches/{batch['id']}/cancel").raise_for_status()
                     wait_for(client, batch["id"], lambda b: b["status"] in FINISHED, BATCH_TIMEOUT_S)
                 progress = batch_progress(running, at_end, seconds, samples)
-        figures = run_figures(read_json(out / "result.json"), before, after, cores)
+        result = read_json(out / "result.json")
+        figures = run_figures(result, before, after, cores) | {
+            "on_schedule": on_schedule(result),
+            "host_steal_share": steal,
+        }
         runs[name] = figures | {"load_average": load, "harness_command": shlex.join(["python", *command[1:]])}
     return beside_batch(runs["alone"], runs["with_batch"], progress)
 
@@ -363,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     work, beside = report["same_work"], report["beside_batch"]
     if work:
         print(f"batch / live J/token: metered {work['metered_ratio']}, usage {work['usage_ratio']}")  # noqa: T201
-    print(f"TTFT p90 beside the batch / alone, median of the rounds: {beside['ttft_ratio']}")  # noqa: T201
+    print(  # noqa: T201
+        f"TTFT p90 beside the batch / alone, median of the rounds: {beside['ttft_ratio']}; "
+        f"over the requests sent on schedule: {beside['ttft_ratio_on_schedule']}"
+    )
     return 0
 
 

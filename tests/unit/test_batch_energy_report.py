@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import batch_energy as bench
@@ -18,10 +20,12 @@ from benchmarks.batch_energy_report import (
     live_run,
     markdown,
     metered,
+    on_schedule,
     output_answers,
     per_token,
     same_work,
     schedule_duration,
+    steal_share,
     ttft_ratio,
     usage_totals,
     workload,
@@ -30,6 +34,7 @@ from loadtest.arrivals import schedule
 from loadtest.cli import build_parser as harness_parser
 from loadtest.commands import config_from_args
 from loadtest.results import PointResult, RequestRecord, RunResult
+from loadtest.validity import LAG_P99_WARN_S
 from loadtest.workload import build_requests
 from server.batch_wire import check_lines
 
@@ -209,6 +214,57 @@ def test_the_verdict_is_on_the_median_of_the_rounds() -> None:
     assert (
         beside_rounds([*rounds, beside_batch(figures(None), figures(0.05), progress)])["ttft_ratio"] is None
     )
+    timely = [
+        beside_batch(figures(0.05) | on_time(0.05), figures(p90) | on_time(p90 * 0.9), progress)
+        for p90 in (0.5, 0.06, 0.07)
+    ]
+    verdict = beside_rounds(timely)
+    assert verdict["ttft_ratios_on_schedule"] == pytest.approx([9.0, 1.08, 1.26])
+    assert verdict["ttft_ratio_on_schedule"] == pytest.approx(1.26)
+    assert verdict["ttft_target_met_on_schedule"] is False
+
+
+def on_time(ttft_p90_s: float) -> dict:
+    """The `on_schedule` figures of a run."""
+    return {"on_schedule": {"lag_limit_s": LAG_P99_WARN_S, "requests": 180, "ttft_p90_s": ttft_p90_s}}
+
+
+def record(index: int, lag_s: float, ttft_s: float, **fields: object) -> RequestRecord:
+    """A default-tier request the harness sent `lag_s` late, answered after `ttft_s`."""
+    at = float(index)
+    values = {
+        "index": index, "point": 0, "model": MODEL, "service_tier": "default", "phase": "measure",
+        "scheduled_at_s": at, "dispatched_at_s": at + lag_s, "sent_at_s": at + lag_s,
+        "first_token_at_s": at + lag_s + ttft_s, "end_at_s": at + lag_s + 1.0, "completion_tokens": 64,
+        "status_code": 200,
+    } | fields  # fmt: skip
+    return RequestRecord(**values)
+
+
+def test_on_schedule_leaves_out_what_the_client_sent_late() -> None:
+    timely = [record(i, 0.002, 0.05 + i / 1000) for i in range(10)]
+    burst = [record(10 + i, 1.3, 0.18) for i in range(5)]  # after a client freeze
+    others = [
+        record(20, 0.0, 3.0, phase="warmup"),
+        record(21, 0.0, 3.0, service_tier="flex"),
+        record(22, 0.0, 3.0, status_code=503, error="http_5xx"),
+        record(23, 2 * LAG_P99_WARN_S, 3.0),
+        record(24, LAG_P99_WARN_S / 2, 0.07),
+    ]
+    figures = on_schedule(RunResult.model_construct(requests=[*timely, *burst, *others]))
+    assert figures["requests"] == 11
+    assert figures["lag_limit_s"] == LAG_P99_WARN_S
+    expected = [0.05 + i / 1000 for i in range(10)] + [0.07]
+    assert figures["ttft_p90_s"] == pytest.approx(float(np.percentile(expected, 90)))
+    assert on_schedule(RunResult.model_construct(requests=None))["ttft_p90_s"] is None
+
+
+def test_host_steal_share() -> None:
+    times = namedtuple("times", "user system idle steal")
+    assert steal_share(times(10, 2, 100, 1), times(40, 8, 130, 21)) == pytest.approx(20 / 86)
+    assert steal_share(times(1, 1, 1, 0), times(1, 1, 1, 0)) is None  # no time passed
+    no_steal = namedtuple("times", "user system idle")
+    assert steal_share(no_steal(1, 1, 1), no_steal(2, 2, 2)) is None  # not reported here
 
 
 def test_batch_progress_over_the_live_run() -> None:
@@ -277,7 +333,13 @@ def test_markdown_shows_both_measurements() -> None:
         "settings": bench.settings(bench.parse_args([])),
         "same_work": same_work(run, batch, 66.954),
         "beside_batch": beside_rounds(
-            [beside_batch(figures(0.05), figures(0.06), batch_progress(start, end, 90.0, []))]
+            [
+                beside_batch(
+                    figures(0.05) | on_time(0.04) | {"host_steal_share": 0.031},
+                    figures(0.06) | on_time(0.042),
+                    batch_progress(start, end, 90.0, []),
+                )
+            ]
         ),
     }
     page = markdown(report)
@@ -286,7 +348,9 @@ def test_markdown_shows_both_measurements() -> None:
     assert "| live | 200/200 | 12800 | 1280.0 | 0.1000 | 0.0900 |" in page
     assert "metered **0.500×** live" in page
     assert "per round: 1.200; median **1.200** (target ≤ 1.1: NOT met)" in page
-    assert "| 1 | alone | 240 | 20.0 ms | 50.0 ms |" in page
+    assert "| 1 | alone | 240 | 20.0 ms | 50.0 ms | 180 | 40.0 ms |" in page
+    assert "| 3 % | none |" in page  # the host's steal during the alone run
+    assert "per round: 1.050; median **1.050** (target ≤ 1.1: met)" in page
     assert "40 → 940 of 5000 lines answered (10.00 lines/s" in page
     assert "still running when the stream ended: yes" in page
     beside_only = markdown(report | {"same_work": None})
