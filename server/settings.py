@@ -153,7 +153,9 @@ class ServerSettings(BaseSettings):
     max_batch_storage_bytes: int = Field(default=10 * 2**30, ge=2**20)
     batch_file_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     batch_max_in_flight: int | None = Field(default=None, ge=1)  # None: half of max_num_seqs
-    batch_max_in_flight_beside_live: int = Field(default=2, ge=0)  # live: see BATCH_LIVE_HOLD_S
+    # Live: see BATCH_LIVE_HOLD_S. 1, not 2: beside a second batch sequence live TTFT p90 rose 1.3x, beside
+    # one it held within 1.05x (docs/benchmarks.md, "The Batch API against live traffic").
+    batch_max_in_flight_beside_live: int = Field(default=1, ge=0)
     batch_lease_seconds: float = Field(default=60.0, gt=0)
 
     @property
