@@ -211,7 +211,7 @@ def beside_batch(alone: dict, with_batch: dict, progress: dict) -> dict:
         "with_batch": with_batch,
         "progress": progress,
         "ttft_ratio": value,
-        "ttft_target_met": value is not None and value <= TTFT_RATIO,
+        "ttft_target_met": _within_target(value),
         "ttft_ratio_on_schedule": ttft_ratio(*timely),
     }
 
@@ -224,22 +224,24 @@ def beside_rounds(rounds: list[dict]) -> dict:
     ratios does not rest on one such stretch.
     """
     ratios = [one["ttft_ratio"] for one in rounds]
-    value = _median(ratios)
     timely = [one.get("ttft_ratio_on_schedule") for one in rounds]
-    timely_value = _median(timely)
     return {
         "rounds": rounds,
         "ttft_ratios": ratios,
-        "ttft_ratio": value,
-        "ttft_target_met": value is not None and value <= TTFT_RATIO,
+        "ttft_ratio": _median(ratios),
+        "ttft_target_met": _within_target(_median(ratios)),
         "ttft_ratios_on_schedule": timely,
-        "ttft_ratio_on_schedule": timely_value,
-        "ttft_target_met_on_schedule": timely_value is not None and timely_value <= TTFT_RATIO,
+        "ttft_ratio_on_schedule": _median(timely),
+        "ttft_target_met_on_schedule": _within_target(_median(timely)),
     }
 
 
 def _median(values: list[float | None]) -> float | None:
     return None if None in values or not values else float(np.median(values))
+
+
+def _within_target(ratio_value: float | None) -> bool:
+    return ratio_value is not None and ratio_value <= TTFT_RATIO
 
 
 def batch_progress(at_start: dict, at_end: dict, seconds: float, samples: list[tuple[float, int]]) -> dict:
