@@ -18,6 +18,8 @@ from server.engine import plugin_gate, spin_tail
 from server.engine.cli_args import engine_args_from, read_chat_template
 from server.engine.grammar_gate import GrammarLimits
 from server.engine.worker_energy import add_energy_extension
+from server.runtime.lifecycle import EXIT_STARTUP_FAILED
+from server.runtime.startup_adapters import StartupAdaptersError, refuse_missing_startup_adapters
 from server.settings import ServerSettings
 
 logger = logging.getLogger("wattserve")
@@ -79,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     spin_s = settings.resolved_engine_spin_seconds
     if spin_s is not None:  # read by the plugin in each of vLLM's processes
         os.environ[spin_tail.ENV] = str(spin_s)
+    if not settings.allow_missing_adapters:
+        try:
+            refuse_missing_startup_adapters(
+                settings.lora_modules, settings.adapter_dir, settings.adapter_roots
+            )
+        except StartupAdaptersError as err:
+            logger.error("%s", err)  # noqa: TRY400 - each adapter's reason is logged above
+            return EXIT_STARTUP_FAILED
     try:
         chat_template = read_chat_template(settings.chat_template)
     except (OSError, ValueError) as err:

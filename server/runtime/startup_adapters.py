@@ -12,6 +12,7 @@ from adapters.errors import AdapterError
 from adapters.loader import AdapterManager
 from adapters.registry import AdapterRegistry
 from adapters.types import AdapterState
+from adapters.validation import resolve_within_roots
 from server.engine.protocol import EngineClient
 from server.runtime.base_model import base_model_info
 
@@ -33,6 +34,28 @@ class StartupAdaptersError(Exception):
     """Startup adapters failed to load and nothing allows serving without them."""
 
 
+def refuse_missing_startup_adapters(
+    lora_modules: list[str], adapter_dir: Path | None, adapter_roots: list[Path]
+) -> None:
+    """Refuse, before the model loads, --lora-modules entries that cannot load.
+
+    Those are entries that do not parse and folders that are not there: a replica started with a typo then
+    stops in seconds, not after its model load (minutes on a GPU). What needs the base model (shapes, rank,
+    targets) is checked when the adapters load after it.
+
+    Raises:
+        StartupAdaptersError: One or more cannot load (each is logged).
+    """
+    specs, failed = _parse(lora_modules)
+    roots = allowed_roots(adapter_roots, adapter_dir, specs)
+    for spec in specs:
+        try:
+            resolve_within_roots(spec.path, roots)
+        except AdapterError as err:
+            failed.append(_failure(spec, err))
+    _refuse(failed)
+
+
 async def start_adapters(
     engine: EngineClient,
     lora_modules: list[str],
@@ -51,12 +74,7 @@ async def start_adapters(
         StartupAdaptersError: One or more failed to load (each is logged), unless `allow_missing`: a
             replica that reports healthy must serve every adapter it was started with.
     """
-    specs, failed = [], []
-    for value in lora_modules:
-        try:
-            specs.append(parse_lora_module(value))
-        except ValueError as err:
-            failed.append(f"--lora-modules {value!r}: {err}")
+    specs, failed = _parse(lora_modules)
     manager = AdapterManager(
         AdapterRegistry(),
         engine,
@@ -71,14 +89,38 @@ async def start_adapters(
         error = await _load(manager, spec)
         if error is not None:
             failed.append(error)
+    if allow_missing:
+        for error in failed:
+            logger.error("adapter not loaded: %s", error)
+    else:
+        _refuse(failed)
+    return manager
+
+
+def _parse(lora_modules: list[str]) -> tuple[list[AdapterSpec], list[str]]:
+    """The --lora-modules entries that parse, and what is wrong with those that do not."""
+    specs, failed = [], []
+    for value in lora_modules:
+        try:
+            specs.append(parse_lora_module(value))
+        except ValueError as err:
+            failed.append(f"--lora-modules {value!r}: {err}")
+    return specs, failed
+
+
+def _failure(spec: AdapterSpec, err: AdapterError) -> str:
+    return f"{spec.name} ({spec.path}): {err.message}"
+
+
+def _refuse(failed: list[str]) -> None:
+    """Log each failure and raise if there is one."""
     for error in failed:
         logger.error("adapter not loaded: %s", error)
-    if failed and not allow_missing:
+    if failed:
         raise StartupAdaptersError(
             f"{len(failed)} startup adapter(s) failed to load (see above); fix them, or pass "
             "--allow-missing-adapters to serve without them"
         )
-    return manager
 
 
 async def _load(manager: AdapterManager, spec: AdapterSpec) -> str | None:
@@ -86,7 +128,7 @@ async def _load(manager: AdapterManager, spec: AdapterSpec) -> str | None:
     try:
         await manager.load(spec.name, spec.path, version=spec.version)
     except AdapterError as err:
-        return f"{spec.name} ({spec.path}): {err.message}"
+        return _failure(spec, err)
     return None
 
 
