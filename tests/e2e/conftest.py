@@ -39,6 +39,11 @@ WHITESPACE_OFF = [
     "--structured-outputs-config",
     json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
 ]
+# As an agent deployment runs: calls written in the text read by vLLM's hermes parser (the embedded model's
+# chat template writes Hermes-style calls), each call's arguments held to its tool's schema
+# (`--tool-strict-level parameter`), and free whitespace off as above.
+AGENT_FLAGS = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+AGENT_FLAGS += ["--tool-strict-level", "parameter", *WHITESPACE_OFF]
 # Schema caps raised far enough for the structured-output attack's schemas (half the cap in properties),
 # and a compile deadline none of them reaches: what those tests show is that a compile stops when its
 # client leaves.
@@ -127,13 +132,44 @@ class _Launch:
         return Server(self.base_url, _cache_dir(self.root), self.log_path)
 
     def stop(self) -> None:
+        """SIGTERM, then wait for the exit and check that the log holds no traceback."""
         self.process.terminate()
+        self.wait_stopped()
+
+    def stop_later(self) -> None:
+        """SIGTERM now; the exit and the log check wait for the end of the session.
+
+        vLLM's shutdown spends about 5 s waiting on its worker and engine-core processes; meanwhile the
+        next module's server starts.
+        """
+        self.process.terminate()
+        _STOPPING.append(self)
+
+    def wait_stopped(self) -> None:
+        """Wait for the exit (SIGKILL after 60 s) and check that the log holds no traceback."""
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.kill()
         log_text = self.log_path.read_text()
         assert "Traceback" not in log_text, f"the server logged a traceback:\n{log_text[-6000:]}"
+
+
+_STOPPING: list[_Launch] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stopped_later() -> Iterator[None]:
+    """At the session's end, every server stopped with `stop_later` has exited with a clean log."""
+    yield
+    unclean = []
+    for launch in _STOPPING:
+        try:
+            launch.wait_stopped()
+        except AssertionError as error:
+            unclean.append(f"{launch.root.name}: {error}")
+    _STOPPING.clear()
+    assert not unclean, "\n".join(unclean)
 
 
 def _cache_dir(root: Path) -> Path:
@@ -146,7 +182,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
     """Start both test servers at once (each spends most of its start on one core) and wait for both.
 
     `plain`: the embedded model without LoRA, as a user's model without adapters is served.
-    `lora`: the default configuration (demo adapters), an admin key and an adapter root for the tests.
+    `lora`: the default configuration (demo adapters), an admin key and an adapter root for the tests, and
+    tool calls read as an agent deployment has them read (`AGENT_FLAGS`).
     """
     adapter_root = tmp_path_factory.mktemp("adapter-root")
     (adapter_root / "watched").mkdir()
@@ -163,7 +200,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
             tmp_path_factory.mktemp("lora"),
             ["--admin-key", ADMIN_KEY, "--adapter-root", str(adapter_root)]
             + ["--adapter-dir", str(adapter_root / "watched"), "--watch-adapters", "--max-cpu-loras", "16"]
-            + ["--energy-meter", "estimated"],
+            + ["--energy-meter", "estimated", *AGENT_FLAGS],
         ),
     }
     try:
@@ -174,22 +211,54 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         yield ready
     finally:
         for launch in launches.values():
-            launch.stop()
+            launch.stop_later()
+
+
+# The embedded model's whole context, so that a long background response is still running when it is cut;
+# lone flex requests wait half a second for companions, not 30; the meter is named, so energy reads alike
+# on every machine.
+STRUCTURED_CONTEXT = 2048
+STRUCTURED_FLAGS = ["--no-enable-lora", *WHITESPACE_OFF, *SCHEMA_CAPS_RAISED, "--energy-meter", "estimated"]
+STRUCTURED_FLAGS += ["--max-model-len", str(STRUCTURED_CONTEXT), "--flex-max-wait-seconds", "0.5"]
 
 
 @pytest.fixture(scope="session")
 def structured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The embedded model for the tool, agent and structured-output tests, which share its flags.
+    """The embedded model for the tool, agent, structured-output and Responses API tests, which share its
+    flags.
 
-    One server for three modules saves two engine starts (most of a minute each on two cores).
+    One server for four modules saves three engine starts (most of a minute each on two cores).
     """
-    launch = _Launch(
-        tmp_path_factory.mktemp("structured"), ["--no-enable-lora", *WHITESPACE_OFF, *SCHEMA_CAPS_RAISED]
-    )
+    launch = _Launch(tmp_path_factory.mktemp("structured"), STRUCTURED_FLAGS)
     try:
         yield launch.ready()
     finally:
-        launch.stop()  # asserts the log holds no traceback
+        launch.stop_later()  # the log is checked for tracebacks at the session's end
+
+
+# Two admission slots and a queue the router test's flood fits in. The write timeout is longer than the
+# engine takes for the slow-client test's unread stream (it counts from the client's last read, not from
+# the engine's end), so that stream's slot is seen free before its connection is cut; the head limit is
+# what the header flood meets.
+SMALL_ADMISSION = 2
+SMALL_QUEUE = 16
+SMALL_ADMISSION_FLAGS = ["--max-concurrent-requests", str(SMALL_ADMISSION)]
+SMALL_ADMISSION_FLAGS += ["--max-queued-requests", str(SMALL_QUEUE), "--energy-meter", "estimated"]
+SMALL_ADMISSION_FLAGS += ["--write-timeout-seconds", "60", "--h11-max-incomplete-event-size", "65536"]
+
+
+@pytest.fixture(scope="session")
+def small_admission_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The embedded model with the demo adapters behind two admission slots, for the router and slow-client
+    tests: both fill the slots and the queue, then wait until every gauge reads idle again.
+
+    One server for two modules saves an engine start (most of a minute on two cores).
+    """
+    launch = _Launch(tmp_path_factory.mktemp("small-admission"), SMALL_ADMISSION_FLAGS)
+    try:
+        yield launch.ready()
+    finally:
+        launch.stop_later()  # the log is checked for tracebacks at the session's end
 
 
 @pytest.fixture(scope="session")

@@ -5,16 +5,15 @@ The embedded model has random weights, so the call is forced (`tool_choice` `req
 parameters are an enum and a boolean, with free whitespace off on the server: structured outputs make
 every call the tool's schema allows close within a few dozen tokens. Generation is greedy.
 
-Two servers: the shared structured-output one, without a tool-call parser, where forced calls are
-constrained by the tools' JSON schema; one as an agent deployment runs (`--enable-auto-tool-choice
---tool-call-parser hermes`), which a whole agent loop needs, since the SDK sends the turn after a tool call
-with `tool_choice` unset, that is `auto`.
+Two of the session's servers: the structured-output one, without a tool-call parser, where forced calls
+are constrained by the tools' JSON schema; and the one with adapters, which reads calls as an agent
+deployment runs (`--enable-auto-tool-choice --tool-call-parser hermes`), as a whole agent loop needs, since
+the SDK sends the turn after a tool call with `tool_choice` unset, that is `auto`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import jsonschema
@@ -33,33 +32,18 @@ from agents import (
 )
 from openai import AsyncOpenAI
 
-from tests.e2e.conftest import API_KEY, MODEL, WHITESPACE_OFF, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, Server
 
 pytestmark = pytest.mark.e2e
-# `parameter`: the parser's constraint holds the arguments to the tool's schema, not any JSON.
-HERMES_FLAGS = ["--no-enable-lora", *WHITESPACE_OFF]
-HERMES_FLAGS += [
-    "--enable-auto-tool-choice",
-    "--tool-call-parser",
-    "hermes",
-    "--tool-strict-level",
-    "parameter",
-]
 QUESTION = "What is the weather in Oslo?"
 # One call per turn, greedy, and room for the call (about 70 tokens) or a short answer.
 SETTINGS = ModelSettings(tool_choice="required", parallel_tool_calls=False, temperature=0, max_tokens=160)
 
 
 @pytest.fixture(scope="module")
-def servers(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Server]]:
-    # The hermes server starts beside the shared one: each spends most of its start on one core.
-    hermes = _Launch(tmp_path_factory.mktemp("hermes"), HERMES_FLAGS)
-    try:
-        yield {"forced": request.getfixturevalue("structured_server"), "hermes": hermes.ready()}
-    finally:
-        hermes.stop()  # asserts the log holds no traceback
+def agent_servers(structured_server: Server, lora_server: Server) -> dict[str, Server]:
+    """`forced`: no tool-call parser; `hermes`: the session's server with `AGENT_FLAGS`."""
+    return {"forced": structured_server, "hermes": lora_server}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -114,10 +98,10 @@ def check_one_call(calls: list[dict[str, Any]], tool: FunctionTool, items: list[
     return call
 
 
-async def test_an_agent_calls_its_tool_and_stops_on_the_result(servers: dict[str, Server]) -> None:
+async def test_an_agent_calls_its_tool_and_stops_on_the_result(agent_servers: dict[str, Server]) -> None:
     calls: list[dict[str, Any]] = []
     tool = weather_tool(calls)
-    async with sdk_client(servers["forced"]) as client:
+    async with sdk_client(agent_servers["forced"]) as client:
         run = await Runner.run(
             agent(client, tool, tool_use_behavior="stop_on_first_tool"), QUESTION, max_turns=3
         )
@@ -126,10 +110,10 @@ async def test_an_agent_calls_its_tool_and_stops_on_the_result(servers: dict[str
     assert len(run.raw_responses) == 1  # one model turn: the tool's result ended the run
 
 
-async def test_an_agent_loop_calls_its_tool_then_answers_in_text(servers: dict[str, Server]) -> None:
+async def test_an_agent_loop_calls_its_tool_then_answers_in_text(agent_servers: dict[str, Server]) -> None:
     calls: list[dict[str, Any]] = []
     tool = weather_tool(calls)
-    async with sdk_client(servers["hermes"]) as client:
+    async with sdk_client(agent_servers["hermes"]) as client:
         # The SDK resets tool_choice after a call (reset_tool_choice), so the second turn may answer.
         run = await Runner.run(agent(client, tool), QUESTION, max_turns=3)
     check_one_call(calls, tool, run.new_items)

@@ -41,7 +41,7 @@ def vision_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield launch.ready()
     finally:
-        launch.stop()
+        launch.stop_later()
 
 
 def ask(http: httpx.Client, content: str | list[dict], stream: bool = False) -> httpx.Response:

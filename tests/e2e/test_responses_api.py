@@ -4,10 +4,11 @@ Answers and their usage (tokens, energy), streams in OpenAI's event order, a for
 its follow-up, background runs (flex, cancelled), deletion, and the response store across a SIGTERM and a
 SIGKILL restart (`-m fault_tolerance`); `/tokenize` and `/detokenize` round-trip beside them.
 
-The module's one server is started again on the same store file for the durability tests, so every test
-takes the server as it stands. The model has random weights: every answer is greedy and bounded by
-`max_output_tokens`, or, for the function call, by its schema (an enum, and no free whitespace: vLLM's
-`disable_any_whitespace`), so each run says the same thing. Deadlines only catch hangs.
+The tests run on the session's structured-output server, except the durability tests: they start a
+server of their own and start it again on the same store file. The model has random weights: every
+answer is greedy and bounded by `max_output_tokens`, or, for the function call, by its schema (an enum,
+and no free whitespace: vLLM's `disable_any_whitespace`), so each run says the same thing. Deadlines only
+catch hangs.
 """
 
 from __future__ import annotations
@@ -23,30 +24,16 @@ import openai
 import psutil
 import pytest
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, STRUCTURED_CONTEXT, STRUCTURED_FLAGS, Server, _Launch
 from tests.e2e.gauges import wait_for_idle_gauges
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 120  # a deadline that only a hang reaches
-CONTEXT = 2048  # the embedded model's whole context, so a long background run is still running when it is cut
 SHORT = 16  # max_output_tokens of the answers read whole
 LONG = 1900  # max_output_tokens of the background runs cut by cancel or by the server's end
-FLAGS = [
-    "--no-enable-lora",
-    "--energy-meter",
-    "estimated",
-    "--max-model-len",
-    str(CONTEXT),
-    # A lone flex request waits this long for companions (30 s by default).
-    "--flex-max-wait-seconds",
-    "0.5",
-    "--shutdown-grace-seconds",
-    "4",
-    # Compact JSON only, so a constrained function call has one spelling per value.
-    "--structured-outputs-config",
-    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
-]
+# The restarted server: the shared one's flags, and a short drain so that SIGTERM cuts a long run.
+RESTARTED_FLAGS = [*STRUCTURED_FLAGS, "--shutdown-grace-seconds", "4"]
 UNIT_TOOL = {
     "type": "function",
     "name": "set_unit",
@@ -82,7 +69,7 @@ class RestartableServer:
     def start(self) -> None:
         """Start a server on the store file and wait until it is healthy."""
         root = self._factory.mktemp("responses-server")  # a log of its own per start
-        self._launch = _Launch(root, [*FLAGS, "--responses-store", str(self.store)])
+        self._launch = _Launch(root, [*RESTARTED_FLAGS, "--responses-store", str(self.store)])
         self.server = self._launch.ready()
 
     @property
@@ -93,7 +80,7 @@ class RestartableServer:
 
     def client(self) -> openai.OpenAI:
         """OpenAI's client, pointed at the running server."""
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=HANG_S)
+        return client_of(self.base_url)
 
     def terminate(self) -> None:
         """SIGTERM: the server drains and exits cleanly, with no traceback logged."""
@@ -125,9 +112,9 @@ class RestartableServer:
         return self._launch is not None and self._launch.process.poll() is None
 
     def close(self) -> None:
-        """Stop the server if it runs (the module's end)."""
+        """Stop the server if it runs (the module's end); its log is checked at the session's end."""
         if self.running:
-            self._launch.stop()
+            self._launch.stop_later()
 
 
 def _shared_memory(processes: list[psutil.Process]) -> set[Path]:
@@ -141,8 +128,14 @@ def _shared_memory(processes: list[psutil.Process]) -> set[Path]:
     return paths
 
 
+def client_of(base_url: str) -> openai.OpenAI:
+    """OpenAI's client, pointed at the server at `base_url`."""
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=HANG_S)
+
+
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableServer]:
+def restartable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableServer]:
+    """A server of the module's own for the durability tests, which stop and restart it."""
     server = RestartableServer(tmp_path_factory)
     server.start()
     try:
@@ -152,16 +145,22 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarta
 
 
 @pytest.fixture
-def live(module_server: RestartableServer) -> RestartableServer:
-    """The module's server, started again if a failed durability test left it stopped."""
-    if not module_server.running:
-        module_server.start()
-    return module_server
+def live(restartable: RestartableServer) -> RestartableServer:
+    """The restartable server, started again if a failed durability test left it stopped."""
+    if not restartable.running:
+        restartable.start()
+    return restartable
 
 
 @pytest.fixture
-def api(live: RestartableServer) -> openai.OpenAI:
-    return live.client()
+def shared(structured_server: Server) -> Server:
+    """The session's structured-output server, for everything that does not restart a server."""
+    return structured_server
+
+
+@pytest.fixture
+def api(shared: Server) -> openai.OpenAI:
+    return client_of(shared.base_url)
 
 
 def answer(api: openai.OpenAI, text: str, **more: object) -> object:
@@ -286,7 +285,7 @@ def test_a_forced_function_call_fits_its_schema_and_its_result_is_answered(api: 
 
 
 def test_a_flex_background_response_is_polled_to_the_greedy_answer(
-    api: openai.OpenAI, live: RestartableServer
+    api: openai.OpenAI, shared: Server
 ) -> None:
     text = "What is the plan?"
     queued = api.responses.create(
@@ -302,18 +301,18 @@ def test_a_flex_background_response_is_polled_to_the_greedy_answer(
     check_finished(done)
     assert done.service_tier == "flex"
     assert done.output_text
-    wait_for_idle_gauges(live)  # stored, it holds nothing and awaits no client
+    wait_for_idle_gauges(shared)  # stored, it holds nothing and awaits no client
     assert done.output_text == answer(api, text).output_text
 
 
 def test_a_running_background_response_is_cancelled_and_the_server_serves_on(
-    api: openai.OpenAI, live: RestartableServer
+    api: openai.OpenAI, shared: Server
 ) -> None:
     response_id = running_background(api, "Tell me a very long story.")
     cancelled = api.responses.cancel(response_id)
     assert cancelled.status == "cancelled"
     assert api.responses.retrieve(response_id).status == "cancelled"
-    wait_for_idle_gauges(live)  # stopped in the engine too, not only in the store
+    wait_for_idle_gauges(shared)  # stopped in the engine too, not only in the store
     check_finished(answer(api, "Still there?"))
 
 
@@ -360,8 +359,7 @@ def test_the_store_survives_sigkill_and_a_run_it_killed_reads_failed(live: Resta
     check_finished(answer(api, "And then?", previous_response_id=kept.id))
 
 
-def test_a_deleted_response_is_gone_and_cannot_be_continued(live: RestartableServer) -> None:
-    api = live.client()
+def test_a_deleted_response_is_gone_and_cannot_be_continued(api: openai.OpenAI) -> None:
     kept = answer(api, "Forget this.")
     api.responses.delete(kept.id)
     with pytest.raises(openai.NotFoundError):
@@ -371,16 +369,16 @@ def test_a_deleted_response_is_gone_and_cannot_be_continued(live: RestartableSer
     assert follow.value.body["param"] == "previous_response_id"
 
 
-def test_tokenize_then_detokenize_gives_the_text_back(live: RestartableServer) -> None:
+def test_tokenize_then_detokenize_gives_the_text_back(shared: Server) -> None:
     text = "Héllo, wörld! 日本語 and emoji 🙂\n\ttabs,  two spaces, trailing "
     with httpx.Client(
-        base_url=live.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=HANG_S
+        base_url=shared.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=HANG_S
     ) as http:
         tokenized = http.post("/tokenize", json={"model": MODEL, "prompt": text, "add_special_tokens": False})
         assert tokenized.status_code == 200, tokenized.text
         body = tokenized.json()
         assert body["count"] == len(body["tokens"]) > 0
-        assert body["max_model_len"] == CONTEXT
+        assert body["max_model_len"] == STRUCTURED_CONTEXT
         back = http.post("/detokenize", json={"model": MODEL, "tokens": body["tokens"]})
     assert back.status_code == 200, back.text
     assert back.json()["prompt"] == text

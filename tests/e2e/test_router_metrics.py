@@ -1,26 +1,25 @@
 """A replica as routers read it, on the real server: every waiting request counted, adapters by served name.
 
-One server with a small admission limit, flooded with long adapter streams that are cut once the page
-has been read; nothing here waits for a generation to finish, so the module costs a server start and
-a few seconds. The deadlines only catch hangs.
+A server with a small admission limit (shared with the slow-client test), flooded with long adapter
+streams that are cut once the page has been read; nothing here waits for a generation to finish, so the
+module takes a few seconds. The deadlines only catch hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import API_KEY, _Launch
+from tests.e2e.conftest import API_KEY, SMALL_ADMISSION, SMALL_QUEUE, Server
 from tests.waiting import until_checked, wait_until
 
 pytestmark = pytest.mark.e2e
 HANG_S = 120
-ADMITTED, FLOOD = 2, 14
-FLAGS = ["--max-num-seqs", "4", "--max-concurrent-requests", str(ADMITTED), "--max-queued-requests", "16"]
+ADMITTED = SMALL_ADMISSION
+FLOOD = ADMITTED + SMALL_QUEUE - 4  # every stream admitted or queued, none refused
 # Long enough that no stream ends before the page is read (each is cut then); fits --max-model-len.
 STREAM = {"model": "demo-alpha", "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True}
 WAITING = "wattserve_num_requests_waiting"
@@ -29,11 +28,9 @@ LORA_INFO = "vllm:lora_requests_info"
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Launch]:
-    launch = _Launch(tmp_path_factory.mktemp("router"), FLAGS)
-    launch.ready()
-    yield launch
-    launch.stop()  # asserts the log holds no traceback
+def replica(small_admission_server: Server) -> Server:
+    """Two admission slots and a queue the flood fits in."""
+    return small_admission_server
 
 
 def read_page(page: str) -> tuple[dict[str, float], list[tuple[dict[str, str], float]]]:
@@ -48,7 +45,7 @@ def read_page(page: str) -> tuple[dict[str, float], list[tuple[dict[str, str], f
     return gauges, lora_info
 
 
-def test_a_flooded_replica_reads_busy_and_names_the_adapter_it_runs(replica: _Launch) -> None:
+def test_a_flooded_replica_reads_busy_and_names_the_adapter_it_runs(replica: Server) -> None:
     seen: dict[str, object] = {}
 
     async def flood() -> None:

@@ -1,8 +1,8 @@
 """Clients that connect, read or scrape badly do not stall the others, on the real server.
 
-One server with two admission slots and a short queue and write timeout: unread streams give their slots
-back once the engine is done with them, a header flood is refused while others keep their latency, ten
-scrapers in a loop do not slow small requests, and every gauge returns to 0.
+One server with two admission slots and a short write timeout (shared with the router test): unread
+streams give their slots back once the engine is done with them, a header flood is refused while others
+keep their latency, ten scrapers in a loop do not slow small requests, and every gauge returns to 0.
 """
 
 from __future__ import annotations
@@ -10,22 +10,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEY, MODEL, Server, _Launch
+from tests.e2e.conftest import API_KEY, MODEL, Server
 from tests.e2e.gauges import wait_for_gauges, wait_for_idle_gauges
 from tests.e2e.latency_probe import latency_ratio, ratio_tolerable
 
 pytestmark = pytest.mark.e2e
-HANG_S = 120  # a deadline that only a hang reaches
-# Longer than the engine takes for an unread stream below (the timeout counts from the client's last
-# read, not from the engine's end), so its slot is seen free before the connection is cut.
-WRITE_TIMEOUT_S = 60
-FLAGS = ["--max-concurrent-requests", "2", "--max-queued-requests", "2", "--energy-meter", "estimated"]
-FLAGS += ["--write-timeout-seconds", str(WRITE_TIMEOUT_S), "--h11-max-incomplete-event-size", "65536"]
 # Far more than the kernel's socket buffers hold: 6 choices x 900 tokens, each with 20 alternatives.
 UNREAD_STREAM = {
     "model": MODEL,
@@ -41,10 +34,9 @@ UNREAD_STREAM = {
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    launch = _Launch(tmp_path_factory.mktemp("slow-clients"), FLAGS)
-    yield launch.ready()
-    launch.stop()  # asserts the log holds no traceback
+def slow_server(small_admission_server: Server) -> Server:
+    """Two admission slots, a short write timeout and head limit (shared with the router test)."""
+    return small_admission_server
 
 
 def unread_stream(server: Server) -> socket.socket:

@@ -61,7 +61,7 @@ def launches(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     yield started
     for launch in started.values():
         if launch.process.poll() is None:
-            launch.stop()
+            launch.stop_later()
 
 
 def test_a_deployment_config_starts_and_serves_as_vllm_would(launches: dict[str, _Launch]) -> None:

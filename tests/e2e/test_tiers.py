@@ -54,7 +54,7 @@ def tiered(tmp_path_factory: pytest.TempPathFactory, grid: Path) -> Iterator[_La
     launch = _Launch(tmp_path_factory.mktemp("tiered"), flags)
     launch.ready()
     yield launch
-    launch.stop()
+    launch.stop_later()
 
 
 def body(max_tokens: int, tier: str | None = None, **extra: object) -> dict:
