@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=log_level_number(settings.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not settings.allow_missing_adapters:
+        try:
+            refuse_missing_startup_adapters(
+                settings.lora_modules, settings.adapter_dir, settings.adapter_roots
+            )
+        except StartupAdaptersError as err:
+            logger.error("%s", err)  # noqa: TRY400 - each adapter's reason is logged above
+            return EXIT_STARTUP_FAILED
     if args.model is None:
         use_default_model(args, settings)
     if (settings.lora_modules or settings.adapter_dir) and args.enable_lora is None:
@@ -81,14 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     spin_s = settings.resolved_engine_spin_seconds
     if spin_s is not None:  # read by the plugin in each of vLLM's processes
         os.environ[spin_tail.ENV] = str(spin_s)
-    if not settings.allow_missing_adapters:
-        try:
-            refuse_missing_startup_adapters(
-                settings.lora_modules, settings.adapter_dir, settings.adapter_roots
-            )
-        except StartupAdaptersError as err:
-            logger.error("%s", err)  # noqa: TRY400 - each adapter's reason is logged above
-            return EXIT_STARTUP_FAILED
     try:
         chat_template = read_chat_template(settings.chat_template)
     except (OSError, ValueError) as err:

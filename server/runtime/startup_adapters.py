@@ -89,11 +89,7 @@ async def start_adapters(
         error = await _load(manager, spec)
         if error is not None:
             failed.append(error)
-    if allow_missing:
-        for error in failed:
-            logger.error("adapter not loaded: %s", error)
-    else:
-        _refuse(failed)
+    _refuse(failed, allow_missing=allow_missing)
     return manager
 
 
@@ -112,11 +108,11 @@ def _failure(spec: AdapterSpec, err: AdapterError) -> str:
     return f"{spec.name} ({spec.path}): {err.message}"
 
 
-def _refuse(failed: list[str]) -> None:
-    """Log each failure and raise if there is one."""
+def _refuse(failed: list[str], *, allow_missing: bool = False) -> None:
+    """Log each failure, and raise if there is one that `allow_missing` does not let the server serve past."""
     for error in failed:
         logger.error("adapter not loaded: %s", error)
-    if failed:
+    if failed and not allow_missing:
         raise StartupAdaptersError(
             f"{len(failed)} startup adapter(s) failed to load (see above); fix them, or pass "
             "--allow-missing-adapters to serve without them"
